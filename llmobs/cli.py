@@ -1,0 +1,69 @@
+"""The ``llmobs`` console script: one subcommand per process.
+
+Each subcommand lives in a light module that declares its flags and imports
+its heavy dependencies only when it runs, so ``llmobs --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from llmobs import __version__, logs
+from llmobs.errors import ConfigError, ObservatoryError
+
+log = logging.getLogger(__name__)
+
+# subcommand -> (module with add_arguments(parser) and run(args) -> int, help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "gateway": ("ingest.cli", "OTLP/HTTP :4318 and OTLP/gRPC :4317 ingest into Kafka"),
+    "streams": ("streams.cli", "Faust worker: decode, normalize, route to llm.spans"),
+    "sink": ("sinks.cli", "sink worker: llm.spans into PostgreSQL llm_spans"),
+    "migrate": ("sinks.migrate_cli", "create or upgrade the database schema"),
+    "topics": ("llmobs.topics_cli", "create the pipeline's Kafka topics"),
+    "workload": ("llmobs.workload.cli", "drive real instrumented SDKs at a fake provider"),
+    "fake-provider": ("llmobs.workload.provider_cli", "serve the fake LLM provider APIs"),
+    "replay": ("llmobs.replay", "send OTLP JSON-lines or protobuf files to the pipeline"),
+    "summary": ("sinks.summary", "print what PostgreSQL holds: spans, tokens, errors"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llmobs",
+        description="LLM Observatory: OTLP traces of LLM apps through Kafka to storage.",
+    )
+    parser.add_argument("--version", action="version", version=f"llmobs {__version__}")
+    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (env LLMOBS_LOG_LEVEL)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        child = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(child)
+        child.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    logs.configure(args.log_level)
+    try:
+        return int(args._module.run(args) or 0)
+    except ConfigError as exc:
+        print(f"llmobs {args.command}: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except ObservatoryError as exc:
+        log.error("llmobs %s failed: %s", args.command, exc)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

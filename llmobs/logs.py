@@ -1,0 +1,17 @@
+"""Process-wide logging set-up: one line per record, level from settings."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure(level: str | None = None) -> None:
+    """Configure the root logger once; LLMOBS_LOG_LEVEL overrides the default."""
+    chosen = (level or os.environ.get("LLMOBS_LOG_LEVEL") or "INFO").upper()
+    logging.basicConfig(level=chosen, format=FORMAT, force=True)
+    # Client libraries are chatty at INFO; their warnings still show.
+    for name in ("aiokafka", "faust", "mode", "kafka", "grpc", "httpx"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(chosen)))

@@ -1,0 +1,201 @@
+"""Declarative settings: each one declared once, read from flag > env > file.
+
+A process declares a frozen dataclass whose fields are its settings. Each field
+carries its help text in ``metadata``; its environment variable is
+``LLMOBS_<FIELD>`` and its config-file key is the field name. ``add_flags``
+turns the dataclass into argparse flags and ``load`` builds the validated
+object, raising ConfigError that names the bad key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from llmobs.errors import ConfigError
+
+T = TypeVar("T")
+
+ENV_PREFIX = "LLMOBS_"
+CONFIG_ENV = "LLMOBS_CONFIG"
+
+
+_REGISTRY: list[type] = []
+
+
+def settings_class(cls: type[T]) -> type[T]:
+    """Make ``cls`` a frozen settings dataclass known to config validation."""
+    frozen = dataclasses.dataclass(frozen=True)(cls)
+    frozen.__repr__ = masked_repr  # type: ignore[method-assign]
+    _REGISTRY.append(frozen)
+    return frozen
+
+
+def setting(default: Any, help: str, *, secret: bool = False) -> Any:
+    """Declare one setting field with its default and its documentation."""
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(
+            default_factory=lambda: default,
+            metadata={"help": help, "secret": secret},
+        )
+    return dataclasses.field(default=default, metadata={"help": help, "secret": secret})
+
+
+def env_name(field_name: str) -> str:
+    return ENV_PREFIX + field_name.upper()
+
+
+def flag_name(field_name: str) -> str:
+    return "--" + field_name.replace("_", "-")
+
+
+def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
+    """Add one flag per setting of ``cls``; unset flags stay None."""
+    parser.add_argument(
+        "--config",
+        default=None,
+        help=f"YAML config file with settings by name (env {CONFIG_ENV})",
+    )
+    for field in dataclasses.fields(cls):
+        parser.add_argument(
+            flag_name(field.name),
+            dest=field.name,
+            default=None,
+            metavar=field.name.upper(),
+            help=f"{field.metadata.get('help', '')} "
+            f"(env {env_name(field.name)}, default {_default_of(field)!r})",
+        )
+
+
+def load(cls: type[T], args: argparse.Namespace | None = None) -> T:
+    """Build ``cls`` from flags, then environment, then config file, then defaults."""
+    flags = vars(args) if args is not None else {}
+    config = _read_config(flags.get("config") or os.environ.get(CONFIG_ENV))
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(cls):
+        raw: Any = flags.get(field.name)
+        if raw is None:
+            raw = os.environ.get(env_name(field.name))
+        if raw is None:
+            raw = config.get(field.name)
+        if raw is None:
+            continue
+        values[field.name] = _convert(field.name, hints[field.name], raw)
+    unknown = sorted(set(config) - known - _shared_keys())
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in config file: {', '.join(unknown)}")
+    try:
+        obj = cls(**values)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(str(exc)) from exc
+    validate = getattr(obj, "validate", None)
+    if validate is not None:
+        validate()
+    return obj
+
+
+def describe(obj: Any) -> str:
+    """One line per setting, secrets masked, for start-up logs."""
+    parts = []
+    for field in dataclasses.fields(obj):
+        value = getattr(obj, field.name)
+        if field.metadata.get("secret") and value:
+            value = "***"
+        parts.append(f"{field.name}={value}")
+    return " ".join(parts)
+
+
+def masked_repr(obj: Any) -> str:
+    return f"{type(obj).__name__}({describe(obj)})"
+
+
+def _shared_keys() -> set[str]:
+    # One config file may serve every process, so keys of other processes'
+    # settings are not errors; only keys no process knows are.
+    return {f.name for cls in _REGISTRY for f in dataclasses.fields(cls)}
+
+
+def _read_config(path: str | None) -> dict[str, Any]:
+    if not path:
+        return {}
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of settings")
+    return data
+
+
+def _default_of(field: dataclasses.Field[Any]) -> Any:
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return None
+
+
+def _convert(name: str, hint: Any, raw: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(hint) if a is not type(None)]
+        if raw in ("", None):
+            return None
+        hint = inner[0]
+        origin = typing.get_origin(hint)
+    try:
+        if hint is bool:
+            return _to_bool(raw)
+        if hint in (int, float):
+            return hint(raw)
+        if hint is str:
+            return str(raw)
+        if hint is Path:
+            return Path(raw)
+        if origin is tuple:
+            items = raw.split(",") if isinstance(raw, str) else list(raw)
+            return tuple(str(i).strip() for i in items if str(i).strip())
+        if origin is dict:
+            return _to_mapping(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"setting {name} ({env_name(name)}): cannot read {raw!r} as {hint}"
+        ) from exc
+    raise ConfigError(f"setting {name}: unsupported type {hint}")
+
+
+def _to_bool(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+def _to_mapping(raw: Any) -> dict[str, str]:
+    if isinstance(raw, dict):
+        return {str(k): str(v) for k, v in raw.items()}
+    pairs = [p for p in str(raw).split(",") if p.strip()]
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(pair)
+        out[key.strip()] = value.strip()
+    return out

@@ -1,0 +1,59 @@
+"""Topic names of the pipeline and their creation on the broker."""
+
+from __future__ import annotations
+
+import logging
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from llmobs.errors import RetriableStageError
+
+log = logging.getLogger(__name__)
+
+OTLP_SPANS = "otlp_spans"
+SPANS = "llm.spans"
+SPANS_SAMPLED = "llm.spans.sampled"
+METRICS_1M = "llm.metrics.1m"
+DLQ = "llm.dlq"
+ALERTS = "llm.alerts"
+
+ALL = (OTLP_SPANS, SPANS, SPANS_SAMPLED, METRICS_1M, DLQ, ALERTS)
+
+# Kafka headers the pipeline reads and writes.
+HEADER_TENANT = "tenant"
+HEADER_RECEIVED_NS = "llmobs.received_ns"
+HEADER_DLQ_REASON = "llmobs.dlq.reason"
+HEADER_DLQ_DETAIL = "llmobs.dlq.detail"
+HEADER_DLQ_TOPIC = "llmobs.dlq.source_topic"
+HEADER_DLQ_PARTITION = "llmobs.dlq.source_partition"
+HEADER_DLQ_OFFSET = "llmobs.dlq.source_offset"
+
+
+def ensure_topics(
+    bootstrap: str,
+    names: tuple[str, ...] = ALL,
+    partitions: int = 4,
+    timeout_s: float = 30.0,
+) -> None:
+    """Create the missing topics; existing ones are left as they are."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    try:
+        existing = set(admin.list_topics(timeout=timeout_s).topics)
+    except KafkaException as exc:
+        raise RetriableStageError(f"kafka at {bootstrap} unreachable: {exc}") from exc
+    wanted = [
+        NewTopic(name, num_partitions=partitions, replication_factor=1)
+        for name in names
+        if name not in existing
+    ]
+    if not wanted:
+        return
+    for name, future in admin.create_topics(wanted, operation_timeout=timeout_s).items():
+        try:
+            future.result()
+            log.info("created topic %s with %d partitions", name, partitions)
+        except KafkaException as exc:
+            if exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                continue
+            raise RetriableStageError(f"cannot create topic {name}: {exc}") from exc

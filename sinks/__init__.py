@@ -1,0 +1,1 @@
+"""Sink workers: internal topics into PostgreSQL / TimescaleDB."""

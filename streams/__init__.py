@@ -1,0 +1,1 @@
+"""Faust stream processing: otlp_spans in, normalized Avro span batches out."""
