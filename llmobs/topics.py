@@ -28,6 +28,7 @@ HEADER_DLQ_DETAIL = "llmobs.dlq.detail"
 HEADER_DLQ_TOPIC = "llmobs.dlq.source_topic"
 HEADER_DLQ_PARTITION = "llmobs.dlq.source_partition"
 HEADER_DLQ_OFFSET = "llmobs.dlq.source_offset"
+HEADER_DLQ_CONTENT_TYPE = "llmobs.dlq.content_type"
 
 
 def ensure_topics(
@@ -49,7 +50,9 @@ def ensure_topics(
     ]
     if not wanted:
         return
-    for name, future in admin.create_topics(wanted, operation_timeout=timeout_s).items():
+    for name, future in admin.create_topics(
+        wanted, operation_timeout=timeout_s
+    ).items():
         try:
             future.result()
             log.info("created topic %s with %d partitions", name, partitions)

@@ -1,0 +1,160 @@
+"""Decode OTLP trace requests leniently: keep every span that can be read.
+
+Both decoders return the valid spans in their original resource and scope
+structure plus one Rejection per reason, so a caller can acknowledge the good
+part and send the rest to the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+from google.protobuf.message import DecodeError as ProtobufDecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+)
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+
+from llmobs.errors import DecodeError
+from llmobs.otlp import wire
+from llmobs.otlp.validate import (
+    EMPTY_REQUEST,
+    INVALID_PROTOBUF,
+    INVALID_UTF8,
+    NOT_PROTOBUF,
+    Decoded,
+    Rejects,
+    validate,
+)
+
+# Field numbers of opentelemetry-proto trace messages.
+_REQUEST_RESOURCE_SPANS = 1
+_RESOURCE_SPANS_SCOPE_SPANS = 2
+_SCOPE_SPANS_SPANS = 2
+
+
+def decode_proto(data: bytes) -> Decoded:
+    """Parse a serialized ExportTraceServiceRequest, rejecting only bad spans."""
+    rejects = Rejects()
+    try:
+        request = ExportTraceServiceRequest.FromString(data)
+    except ProtobufDecodeError:
+        request = _salvage(data, rejects)
+    else:
+        if data and not request.resource_spans:
+            # It parsed only because every field was unknown to the schema.
+            raise DecodeError(NOT_PROTOBUF, "no resource spans in the message")
+
+    decoded = validate(request, rejects)
+    if decoded.span_count == 0 and not decoded.rejected:
+        raise DecodeError(EMPTY_REQUEST, "the request holds no spans")
+    return decoded
+
+
+def _salvage(data: bytes, rejects: Rejects) -> ExportTraceServiceRequest:
+    """Parse each resource, scope and span on its own after a whole-message failure."""
+    try:
+        pieces = wire.submessages(data, _REQUEST_RESOURCE_SPANS)
+    except wire.WireError as exc:
+        raise DecodeError(NOT_PROTOBUF, f"not protobuf: {exc}") from exc
+    if not pieces:
+        raise DecodeError(NOT_PROTOBUF, "no resource spans in the message")
+
+    request = ExportTraceServiceRequest()
+    for piece in pieces:
+        try:
+            request.resource_spans.append(ResourceSpans.FromString(piece))
+        except ProtobufDecodeError:
+            _salvage_resource(piece, request, rejects)
+    return request
+
+
+def _salvage_resource(
+    piece: bytes, request: ExportTraceServiceRequest, rejects: Rejects
+) -> None:
+    try:
+        shell_bytes, scopes = wire.without(piece, _RESOURCE_SPANS_SCOPE_SPANS)
+    except wire.WireError as exc:
+        rejects.add(
+            INVALID_PROTOBUF,
+            f"resource spans not readable: {exc}",
+            1,
+            wire.encode_field(_REQUEST_RESOURCE_SPANS, piece),
+        )
+        return
+
+    try:
+        shell = ResourceSpans.FromString(shell_bytes)
+    except ProtobufDecodeError:
+        rejects.add(
+            INVALID_UTF8,
+            "the resource holds a string that is not valid UTF-8",
+            sum(_count_spans(scope) for scope in scopes),
+            wire.encode_field(_REQUEST_RESOURCE_SPANS, piece),
+        )
+        return
+
+    target = request.resource_spans.add()
+    target.CopyFrom(shell)
+    for scope in scopes:
+        _salvage_scope(scope, shell_bytes, target, rejects)
+
+
+def _salvage_scope(
+    piece: bytes, resource_shell: bytes, target: ResourceSpans, rejects: Rejects
+) -> None:
+    def reject(reason: str, detail: str, spans: int, scope_bytes: bytes) -> None:
+        resource = resource_shell + wire.encode_field(
+            _RESOURCE_SPANS_SCOPE_SPANS, scope_bytes
+        )
+        payload = wire.encode_field(_REQUEST_RESOURCE_SPANS, resource)
+        rejects.add(reason, detail, spans, payload)
+
+    try:
+        shell_bytes, spans = wire.without(piece, _SCOPE_SPANS_SPANS)
+    except wire.WireError as exc:
+        reject(INVALID_PROTOBUF, f"scope spans not readable: {exc}", 1, piece)
+        return
+
+    try:
+        shell = ScopeSpans.FromString(shell_bytes)
+    except ProtobufDecodeError:
+        detail = "the scope holds a string that is not valid UTF-8"
+        reject(INVALID_UTF8, detail, len(spans), piece)
+        return
+
+    scope = target.scope_spans.add()
+    scope.CopyFrom(shell)
+    bad_utf8: list[bytes] = []
+    malformed: list[bytes] = []
+    for span_bytes in spans:
+        try:
+            scope.spans.append(Span.FromString(span_bytes))
+        except ProtobufDecodeError:
+            (bad_utf8 if _well_formed(span_bytes) else malformed).append(span_bytes)
+
+    for reason, detail, bad in (
+        (INVALID_UTF8, "a span string is not valid UTF-8", bad_utf8),
+        (INVALID_PROTOBUF, "a span is not well-formed protobuf", malformed),
+    ):
+        if bad:
+            encoded = b"".join(wire.encode_field(_SCOPE_SPANS_SPANS, s) for s in bad)
+            reject(reason, detail, len(bad), shell_bytes + encoded)
+
+
+def _well_formed(span_bytes: bytes) -> bool:
+    """True when a span that failed to parse has sound top-level wire structure.
+
+    Its failure is then almost always a string that is not valid UTF-8, the
+    one thing upb checks beyond structure.
+    """
+    try:
+        wire.fields(span_bytes)
+    except wire.WireError:
+        return False
+    return True
+
+
+def _count_spans(scope_bytes: bytes) -> int:
+    try:
+        return len(wire.submessages(scope_bytes, _SCOPE_SPANS_SPANS))
+    except wire.WireError:
+        return 1

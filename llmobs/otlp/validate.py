@@ -1,0 +1,205 @@
+"""Span checks shared by both decoders, and the result types they return.
+
+A span is kept only if its ids and timestamps could belong to a real trace;
+this also turns away other OTLP signals (metrics, logs) that happen to parse
+as a trace request, since their fields land on ids and timestamps as garbage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+)
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+
+from llmobs.otlp.wire import encode_field
+
+INVALID_TRACE_ID = "invalid_trace_id"
+INVALID_SPAN_ID = "invalid_span_id"
+INVALID_PARENT_SPAN_ID = "invalid_parent_span_id"
+INVALID_TIMESTAMPS = "invalid_timestamps"
+DUPLICATE_SPAN = "duplicate_span"
+INVALID_UTF8 = "invalid_utf8"
+INVALID_PROTOBUF = "invalid_protobuf"
+NOT_PROTOBUF = "not_protobuf"
+INVALID_JSON = "invalid_json"
+EMPTY_REQUEST = "empty_request"
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+
+_ZERO_TRACE_ID = bytes(16)
+_ZERO_SPAN_ID = bytes(8)
+_RESOURCE_SPANS_FIELD = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Spans turned away for one reason, with a replayable payload.
+
+    ``payload`` is an ExportTraceServiceRequest holding only the rejected
+    spans (serialized, or OTLP/JSON when ``content_type`` says so); when no
+    such request can be built it is the raw input.
+    """
+
+    reason: str
+    detail: str
+    spans: int
+    payload: bytes
+    content_type: str = PROTOBUF
+
+
+@dataclass(slots=True)
+class Decoded:
+    """The valid spans of a request, in their resources and scopes, and the rest."""
+
+    request: ExportTraceServiceRequest
+    rejected: list[Rejection] = field(default_factory=list)
+    span_count: int = 0
+
+    @property
+    def rejected_spans(self) -> int:
+        return sum(r.spans for r in self.rejected)
+
+    def rejection_message(self) -> str:
+        """A short summary for partial_success.error_message and logs."""
+        return "; ".join(f"{r.spans} {r.reason}: {r.detail}" for r in self.rejected)
+
+
+class Rejects:
+    """Collects rejected pieces by reason; each piece is a whole ResourceSpans."""
+
+    def __init__(self) -> None:
+        self._by_reason: dict[str, tuple[str, int, list[bytes], str]] = {}
+
+    def add(
+        self,
+        reason: str,
+        detail: str,
+        spans: int,
+        payload: bytes,
+        content_type: str = PROTOBUF,
+    ) -> None:
+        """Record ``spans`` rejected spans; ``payload`` is one encoded piece.
+
+        Protobuf pieces are serialized ResourceSpans entries (field 1 of the
+        request, tag included), so their concatenation is a valid request.
+        """
+        key = f"{reason}\0{content_type}"
+        known = self._by_reason.get(key)
+        if known is None:
+            self._by_reason[key] = (detail, spans, [payload], content_type)
+            return
+        first_detail, count, pieces, _ = known
+        pieces.append(payload)
+        self._by_reason[key] = (first_detail, count + spans, pieces, content_type)
+
+    def add_spans(
+        self,
+        reason: str,
+        detail: str,
+        rs: ResourceSpans,
+        ss: ScopeSpans,
+        spans: list[Span],
+    ) -> None:
+        """Reject parsed spans, keeping their resource and scope for replay."""
+        piece = ResourceSpans(schema_url=rs.schema_url)
+        if rs.HasField("resource"):
+            piece.resource.CopyFrom(rs.resource)
+        scope = piece.scope_spans.add(schema_url=ss.schema_url)
+        if ss.HasField("scope"):
+            scope.scope.CopyFrom(ss.scope)
+        scope.spans.extend(spans)
+        payload = encode_field(_RESOURCE_SPANS_FIELD, piece.SerializeToString())
+        self.add(reason, detail, len(spans), payload)
+
+    def __bool__(self) -> bool:
+        return bool(self._by_reason)
+
+    def result(self) -> list[Rejection]:
+        out = []
+        for key, (detail, spans, pieces, content_type) in self._by_reason.items():
+            reason = key.partition("\0")[0]
+            if content_type == JSON:
+                payload = b'{"resourceSpans":[' + b",".join(pieces) + b"]}"
+            else:
+                payload = b"".join(pieces)
+            out.append(Rejection(reason, detail, spans, payload, content_type))
+        return out
+
+
+def check_span(span: Span) -> tuple[str, str] | None:
+    """The reason and detail why ``span`` cannot be kept, or None."""
+    trace_id = span.trace_id
+    if len(trace_id) != 16:
+        return INVALID_TRACE_ID, f"trace id must be 16 bytes, got {len(trace_id)}"
+    if trace_id == _ZERO_TRACE_ID:
+        return INVALID_TRACE_ID, "trace id is all zero"
+
+    span_id = span.span_id
+    if len(span_id) != 8:
+        return INVALID_SPAN_ID, f"span id must be 8 bytes, got {len(span_id)}"
+    if span_id == _ZERO_SPAN_ID:
+        return INVALID_SPAN_ID, "span id is all zero"
+
+    parent = span.parent_span_id
+    if parent and len(parent) != 8:
+        return (
+            INVALID_PARENT_SPAN_ID,
+            f"parent span id must be empty or 8 bytes, got {len(parent)}",
+        )
+
+    start_ns = span.start_time_unix_nano
+    if start_ns == 0:
+        return INVALID_TIMESTAMPS, "start time is zero"
+    if span.end_time_unix_nano < start_ns:
+        return INVALID_TIMESTAMPS, "end time is before start time"
+    return None
+
+
+def validate(request: ExportTraceServiceRequest, rejects: Rejects) -> Decoded:
+    """Remove invalid and repeated spans from ``request`` in place."""
+    seen: set[tuple[bytes, bytes]] = set()
+    kept = 0
+    # Earlier rejections (by the salvage) may have left empty containers too.
+    pruned = bool(rejects)
+    for rs in request.resource_spans:
+        for ss in rs.scope_spans:
+            bad_indexes: list[int] = []
+            bad_by_reason: dict[str, tuple[str, list[Span]]] = {}
+            for index, span in enumerate(ss.spans):
+                problem = check_span(span)
+                if problem is None:
+                    key = (span.trace_id, span.span_id)
+                    if key not in seen:
+                        seen.add(key)
+                        kept += 1
+                        continue
+                    problem = (DUPLICATE_SPAN, "span id repeated within one request")
+                bad_indexes.append(index)
+                bad_by_reason.setdefault(problem[0], (problem[1], []))[1].append(span)
+            if not bad_indexes:
+                continue
+
+            for reason, (detail, spans) in bad_by_reason.items():
+                rejects.add_spans(reason, detail, rs, ss, spans)
+            for index in reversed(bad_indexes):
+                del ss.spans[index]
+            pruned = True
+
+    if pruned:
+        _drop_empty(request)
+    return Decoded(request=request, rejected=rejects.result(), span_count=kept)
+
+
+def _drop_empty(request: ExportTraceServiceRequest) -> None:
+    """Remove scopes and resources left without spans by rejections."""
+    for rs_index in range(len(request.resource_spans) - 1, -1, -1):
+        rs = request.resource_spans[rs_index]
+        for ss_index in range(len(rs.scope_spans) - 1, -1, -1):
+            if not rs.scope_spans[ss_index].spans:
+                del rs.scope_spans[ss_index]
+        if not rs.scope_spans:
+            del request.resource_spans[rs_index]
