@@ -23,31 +23,46 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sink": ("sinks.cli", "sink worker: llm.spans into PostgreSQL llm_spans"),
     "migrate": ("sinks.migrate_cli", "create or upgrade the database schema"),
     "topics": ("llmobs.topics_cli", "create the pipeline's Kafka topics"),
-    "workload": ("llmobs.workload.cli", "drive real instrumented SDKs at a fake provider"),
-    "fake-provider": ("llmobs.workload.provider_cli", "serve the fake LLM provider APIs"),
-    "replay": ("llmobs.replay", "send OTLP JSON-lines or protobuf files to the pipeline"),
+    "workload": (
+        "llmobs.workload.cli",
+        "drive real instrumented SDKs at a fake provider",
+    ),
+    "fake-provider": (
+        "llmobs.workload.provider_cli",
+        "serve the fake LLM provider APIs",
+    ),
+    "replay": (
+        "llmobs.replay",
+        "send OTLP JSON-lines or protobuf files to the pipeline",
+    ),
     "summary": ("sinks.summary", "print what PostgreSQL holds: spans, tokens, errors"),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only ``command``'s module is imported to declare its flags."""
     parser = argparse.ArgumentParser(
         prog="llmobs",
-        description="LLM Observatory: OTLP traces of LLM apps through Kafka to storage.",
+        description="OTLP traces of LLM apps, through Kafka, to storage.",
     )
     parser.add_argument("--version", action="version", version=f"llmobs {__version__}")
-    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (env LLMOBS_LOG_LEVEL)")
+    parser.add_argument(
+        "--log-level", default=None, help="DEBUG, INFO, WARNING (env LLMOBS_LOG_LEVEL)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
-        module = importlib.import_module(module_name)
         child = sub.add_parser(name, help=help_text, description=help_text)
-        module.add_arguments(child)
-        child.set_defaults(_module=module)
+        if name == command:
+            module = importlib.import_module(module_name)
+            module.add_arguments(child)
+            child.set_defaults(_module=module)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if a in COMMANDS), None)
+    parser = build_parser(command)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

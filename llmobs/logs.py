@@ -14,4 +14,6 @@ def configure(level: str | None = None) -> None:
     logging.basicConfig(level=chosen, format=FORMAT, force=True)
     # Client libraries are chatty at INFO; their warnings still show.
     for name in ("aiokafka", "faust", "mode", "kafka", "grpc", "httpx"):
-        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(chosen)))
+        logging.getLogger(name).setLevel(
+            max(logging.WARNING, logging.getLevelName(chosen))
+        )

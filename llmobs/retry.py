@@ -62,13 +62,16 @@ async def retry_async(
             delay_s = min(backoff.delay_s(attempt), backoff.deadline_s - elapsed_s)
             log.warning(
                 "%s failed (attempt %d, %s); retrying in %.2fs",
-                what, attempt, type(exc).__name__, delay_s,
+                what,
+                attempt,
+                type(exc).__name__,
+                delay_s,
             )
             if shutdown is None:
                 await asyncio.sleep(delay_s)
                 continue
             try:
                 await asyncio.wait_for(shutdown.wait(), timeout=delay_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 continue
             raise ShutdownRequested(what) from exc

@@ -2,7 +2,9 @@
 
 A process declares a frozen dataclass whose fields are its settings. Each field
 carries its help text in ``metadata``; its environment variable is
-``LLMOBS_<FIELD>`` and its config-file key is the field name. ``add_flags``
+``LLMOBS_<FIELD>`` and its config-file key is the field name, either at the top
+of the file (shared by every process) or under the process's section (its
+``config_section`` class attribute, e.g. ``gateway:``), which wins. ``add_flags``
 turns the dataclass into argparse flags and ``load`` builds the validated
 object, raising ConfigError that names the bad key.
 """
@@ -77,11 +79,14 @@ def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
 def load(cls: type[T], args: argparse.Namespace | None = None) -> T:
     """Build ``cls`` from flags, then environment, then config file, then defaults."""
     flags = vars(args) if args is not None else {}
-    config = _read_config(flags.get("config") or os.environ.get(CONFIG_ENV))
+    config = _section(
+        _read_config(flags.get("config") or os.environ.get(CONFIG_ENV)), cls
+    )
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
+    known = {f.name for f in fields}
     values: dict[str, Any] = {}
-    for field in dataclasses.fields(cls):
+    for field in fields:
         raw: Any = flags.get(field.name)
         if raw is None:
             raw = os.environ.get(env_name(field.name))
@@ -90,7 +95,7 @@ def load(cls: type[T], args: argparse.Namespace | None = None) -> T:
         if raw is None:
             continue
         values[field.name] = _convert(field.name, hints[field.name], raw)
-    unknown = sorted(set(config) - known - _shared_keys())
+    unknown = sorted(set(config) - known - _shared_keys() - _sections())
     if unknown:
         raise ConfigError(f"unknown setting(s) in config file: {', '.join(unknown)}")
     try:
@@ -122,6 +127,27 @@ def _shared_keys() -> set[str]:
     # One config file may serve every process, so keys of other processes'
     # settings are not errors; only keys no process knows are.
     return {f.name for cls in _REGISTRY for f in dataclasses.fields(cls)}
+
+
+def _sections() -> set[str]:
+    return {getattr(cls, "config_section", "") for cls in _REGISTRY} - {""}
+
+
+def _section(config: dict[str, Any], cls: type) -> dict[str, Any]:
+    """Top-level keys, overridden by the keys of ``cls``'s own section."""
+    name = getattr(cls, "config_section", None)
+    merged = {k: v for k, v in config.items() if k not in _sections()}
+    own = config.get(name) if name else None
+    if own is None:
+        return merged
+    if not isinstance(own, dict):
+        raise ConfigError(f"config section {name} must be a mapping")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(own) - known)
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in section {name}: {', '.join(unknown)}")
+    merged.update(own)
+    return merged
 
 
 def _read_config(path: str | None) -> dict[str, Any]:

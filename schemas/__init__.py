@@ -12,9 +12,9 @@ from __future__ import annotations
 import io
 import json
 import re
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
@@ -40,7 +40,7 @@ def schema_files(name: str) -> list[Path]:
 
 
 def parse(path: Path) -> dict[str, Any]:
-    return fastavro.parse_schema(json.loads(path.read_text()))  # type: ignore[no-any-return]
+    return cast(dict[str, Any], fastavro.parse_schema(json.loads(path.read_text())))
 
 
 def schema_fingerprint(schema: dict[str, Any]) -> bytes:
@@ -74,12 +74,15 @@ class Codec:
         body = io.BytesIO(data)
         body.seek(HEADER_BYTES)
         try:
-            return fastavro.schemaless_reader(body, writer, self.schema)  # type: ignore[no-any-return]
+            record = fastavro.schemaless_reader(body, writer, self.schema)
         except (EOFError, ValueError, IndexError, UnicodeDecodeError) as exc:
             raise SchemaError(f"{self.name}: corrupt record: {exc}") from exc
+        if not isinstance(record, dict):
+            raise SchemaError(f"{self.name}: record is not an Avro record")
+        return record
 
 
-@lru_cache(maxsize=None)
+@cache
 def codec(name: str) -> Codec:
     """The shared codec for record type ``name`` (schemas are read once)."""
     return Codec(name)

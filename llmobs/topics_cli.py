@@ -1,0 +1,31 @@
+"""``llmobs topics``: create the pipeline's topics on the broker."""
+
+from __future__ import annotations
+
+import argparse
+
+from llmobs import settings as config
+from llmobs import topics
+from llmobs.kafka import DEFAULT_BOOTSTRAP
+from llmobs.settings import setting, settings_class
+
+
+@settings_class
+class TopicSettings:
+    config_section = "topics"
+
+    kafka_bootstrap: str = setting(DEFAULT_BOOTSTRAP, "Kafka bootstrap servers")
+    topic_partitions: int = setting(4, "partitions of each new topic")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    config.add_flags(parser, TopicSettings)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = config.load(TopicSettings, args)
+    topics.ensure_topics(
+        settings.kafka_bootstrap, topics.ALL, partitions=settings.topic_partitions
+    )
+    print(f"topics ready on {settings.kafka_bootstrap}: {', '.join(topics.ALL)}")
+    return 0

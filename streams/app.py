@@ -1,0 +1,131 @@
+"""The Faust application: ``otlp_spans`` in, ``llm.spans`` and ``llm.dlq`` out.
+
+Input is consumed in small batches; every record derived from a batch is
+delivered before the batch is acknowledged, so Faust commits an input offset
+only once its output is in Kafka (at-least-once; the sinks are idempotent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import faust
+from faust.types import StreamT
+
+from streams.decode import Decoded, Source, decode_message
+from streams.settings import StreamSettings
+
+log = logging.getLogger(__name__)
+
+
+class StageCounters:
+    """Running totals of the decode stage, served at /metrics."""
+
+    def __init__(self) -> None:
+        self.messages = 0
+        self.spans = 0
+        self.genai_spans = 0
+        self.batches_out = 0
+        self.dead_letters: Counter[str] = Counter()
+
+    def add(self, decoded: Decoded) -> None:
+        self.messages += 1
+        self.spans += decoded.spans
+        self.genai_spans += decoded.genai_spans
+        self.batches_out += len(decoded.batches)
+        for letter in decoded.dead_letters:
+            self.dead_letters[letter.reason] += 1
+
+    def prometheus(self) -> str:
+        lines = [
+            "# TYPE llmobs_decode_messages_total counter",
+            f"llmobs_decode_messages_total {self.messages}",
+            "# TYPE llmobs_decode_spans_total counter",
+            f"llmobs_decode_spans_total {self.spans}",
+            "# TYPE llmobs_decode_genai_spans_total counter",
+            f"llmobs_decode_genai_spans_total {self.genai_spans}",
+            "# TYPE llmobs_decode_batches_out_total counter",
+            f"llmobs_decode_batches_out_total {self.batches_out}",
+            "# TYPE llmobs_decode_dead_letters_total counter",
+        ]
+        for reason, count in sorted(self.dead_letters.items()):
+            lines.append(
+                f'llmobs_decode_dead_letters_total{{reason="{reason}"}} {count}'
+            )
+        return "\n".join(lines) + "\n"
+
+
+def create_app(settings: StreamSettings) -> faust.App:
+    """Build the Faust app with its topics, agent and metrics page."""
+    data_dir = Path(settings.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        datadir=str(data_dir / settings.app_id),
+        store="memory://",
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=1,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        producer_max_request_size=16 * 1024 * 1024,
+        web_enabled=settings.web_enabled,
+        web_port=settings.web_port,
+        web_bind="127.0.0.1",
+        broker_commit_every=1000,
+        broker_commit_interval=1.0,
+    )
+    source = app.topic(settings.input_topic, key_type=bytes, value_type=bytes)
+    spans_out = app.topic(settings.spans_topic, key_type=bytes, value_type=bytes)
+    dlq_out = app.topic(settings.dlq_topic, key_type=bytes, value_type=bytes)
+    counters = StageCounters()
+    app.llmobs_counters = counters  # type: ignore[attr-defined]
+
+    @app.agent(source, name="decode")
+    async def decode(stream: StreamT[bytes]) -> None:
+        # take_events exists on faust's Stream but not on its StreamT protocol.
+        async for events in stream.take_events(  # type: ignore[attr-defined]
+            settings.batch_messages, within=settings.batch_wait_s
+        ):
+            pending: list[Any] = []
+            for event in events:
+                message = event.message
+                where = Source(
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                    int(message.timestamp * 1000) if message.timestamp else None,
+                )
+                decoded = decode_message(event.value, event.headers, where)
+                counters.add(decoded)
+                for key, value in decoded.batches:
+                    pending.append(await spans_out.send(key=key.encode(), value=value))
+                for letter in decoded.dead_letters:
+                    log.warning(
+                        "dead-lettered %s: %s (%d spans)",
+                        where,
+                        letter.reason,
+                        letter.spans,
+                    )
+                    pending.append(
+                        await dlq_out.send(
+                            key=message.key,
+                            value=letter.value or event.value or b"",
+                            headers=letter.headers(where),
+                        )
+                    )
+            # Delivery of every derived record comes before take_events acks
+            # the batch, so no input offset is committed ahead of its output.
+            await asyncio.gather(*pending)
+
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        return web.text(counters.prometheus())
+
+    return app

@@ -1,0 +1,34 @@
+"""Settings of the stream worker (``llmobs streams``)."""
+
+from __future__ import annotations
+
+from llmobs import topics
+from llmobs.kafka import DEFAULT_BOOTSTRAP
+from llmobs.settings import setting, settings_class
+
+
+@settings_class
+class StreamSettings:
+    config_section = "streams"
+
+    kafka_bootstrap: str = setting(DEFAULT_BOOTSTRAP, "Kafka bootstrap servers")
+    app_id: str = setting(
+        "llmobs-streams", "Faust application id, also the consumer group"
+    )
+    input_topic: str = setting(topics.OTLP_SPANS, "topic of raw OTLP requests")
+    spans_topic: str = setting(topics.SPANS, "topic of normalized span batches")
+    dlq_topic: str = setting(topics.DLQ, "dead-letter topic for bad input")
+    topic_partitions: int = setting(4, "partitions of the topics the app creates")
+    batch_messages: int = setting(500, "input messages decoded per batch")
+    batch_wait_s: float = setting(0.05, "longest wait to fill a batch")
+    web_port: int = setting(6066, "port of the worker's web and metrics endpoint")
+    web_enabled: bool = setting(True, "serve /metrics and Faust's web views")
+    data_dir: str = setting(".local/streams", "local state directory")
+
+    def validate(self) -> None:
+        from llmobs.errors import ConfigError
+
+        if self.batch_messages < 1:
+            raise ConfigError("batch_messages must be at least 1")
+        if self.batch_wait_s <= 0:
+            raise ConfigError("batch_wait_s must be positive")

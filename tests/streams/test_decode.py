@@ -1,0 +1,152 @@
+"""Decode stage: one input message in, span batches and dead letters out."""
+
+from __future__ import annotations
+
+import orjson
+from google.protobuf import json_format
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
+from opentelemetry.proto.trace.v1 import trace_pb2
+
+import schemas
+from llmobs import otlp, synthetic, topics
+from streams.decode import Source, decode_message
+
+SOURCE = Source("otlp_spans", 2, 41, 1_700_000_000_000)
+CODEC = schemas.codec(schemas.SPAN_BATCH)
+
+
+def decode_all(value: bytes, headers: dict[str, bytes] | None = None):
+    decoded = decode_message(value, headers, SOURCE)
+    batches = {key: CODEC.decode(data) for key, data in decoded.batches}
+    return decoded, batches
+
+
+def test_unkeyed_batch_of_many_traces_is_split_per_trace() -> None:
+    traces = [synthetic.llm_trace(calls=2) for _ in range(3)]
+    value = synthetic.merge(traces).SerializeToString()
+
+    decoded, batches = decode_all(value)
+
+    expected = {
+        t.resource_spans[0].scope_spans[0].spans[0].trace_id.hex() for t in traces
+    }
+    assert set(batches) == expected
+    assert decoded.spans == 9
+    assert not decoded.dead_letters
+    for trace_id, batch in batches.items():
+        assert batch["trace_id"] == trace_id
+        assert len(batch["spans"]) == 3
+        assert batch["source"] == "otlp_spans[2] 41"
+
+
+def test_span_proto_is_kept_byte_for_byte() -> None:
+    request = synthetic.llm_trace(calls=1)
+    original = request.resource_spans[0].scope_spans[0].spans[1]
+
+    _, batches = decode_all(request.SerializeToString())
+
+    (batch,) = batches.values()
+    kept = trace_pb2.Span.FromString(batch["spans"][1]["span_proto"])
+    assert kept == original
+    resource = batch["resources"][batch["spans"][1]["resource_index"]]
+    assert resource["service_name"] == "bench-app"
+
+
+def test_genai_fields_and_attributes_are_normalized() -> None:
+    request = synthetic.llm_trace(calls=1)
+    chat = request.resource_spans[0].scope_spans[0].spans[1]
+    want_input = next(
+        a.value.int_value
+        for a in chat.attributes
+        if a.key == "gen_ai.usage.input_tokens"
+    )
+
+    _, batches = decode_all(request.SerializeToString())
+
+    span = next(iter(batches.values()))["spans"][1]
+    assert span["genai"]["operation"] == "chat"
+    assert span["genai"]["input_tokens"] == want_input
+    assert (
+        orjson.loads(span["attributes_json"])["gen_ai.usage.input_tokens"] == want_input
+    )
+    assert span["kind"] == "SPAN_KIND_CLIENT"
+
+
+def test_tenant_comes_from_header_then_resource_then_default() -> None:
+    with_resource = synthetic.llm_trace(calls=1, tenant="acme").SerializeToString()
+    plain = synthetic.llm_trace(calls=1).SerializeToString()
+
+    _, from_header = decode_all(with_resource, {topics.HEADER_TENANT: b"blue"})
+    _, from_resource = decode_all(with_resource)
+    _, fallback = decode_all(plain)
+
+    assert next(iter(from_header.values()))["tenant"] == "blue"
+    assert next(iter(from_resource.values()))["tenant"] == "acme"
+    assert next(iter(fallback.values()))["tenant"] == "default"
+
+
+def test_received_time_comes_from_the_gateway_header() -> None:
+    value = synthetic.llm_trace(calls=1).SerializeToString()
+
+    _, batches = decode_all(value, {topics.HEADER_RECEIVED_NS: b"123456789"})
+
+    assert next(iter(batches.values()))["received_unix_nano"] == 123456789
+
+
+def test_otlp_json_with_hex_ids_is_read() -> None:
+    request = synthetic.llm_trace(calls=1)
+    body = json_format.MessageToDict(request)
+    trace_id = request.resource_spans[0].scope_spans[0].spans[0].trace_id
+    for span in body["resourceSpans"][0]["scopeSpans"][0]["spans"]:
+        for key in ("traceId", "spanId", "parentSpanId"):
+            if key in span:
+                import base64
+
+                span[key] = base64.b64decode(span[key]).hex()
+
+    _, batches = decode_all(orjson.dumps(body))
+
+    assert list(batches) == [trace_id.hex()]
+
+
+def test_garbage_goes_to_dead_letters_with_reason() -> None:
+    decoded, batches = decode_all(b"\xff\x00garbage that is not protobuf")
+
+    assert not batches
+    (letter,) = decoded.dead_letters
+    assert letter.reason == otlp.NOT_PROTOBUF
+    headers = dict(letter.headers(SOURCE))
+    assert headers[topics.HEADER_DLQ_PARTITION] == b"2"
+    assert headers[topics.HEADER_DLQ_OFFSET] == b"41"
+
+
+def test_metrics_request_on_the_topic_is_dead_lettered() -> None:
+    metrics = ExportMetricsServiceRequest()
+    metric = metrics.resource_metrics.add().scope_metrics.add().metrics.add()
+    metric.name = "http.server.duration"
+    metric.gauge.data_points.add().as_double = 1.5
+
+    decoded, batches = decode_all(metrics.SerializeToString())
+
+    assert not batches
+    assert decoded.dead_letters
+
+
+def test_empty_message_is_dead_lettered() -> None:
+    decoded, batches = decode_all(b"")
+
+    assert not batches
+    assert [d.reason for d in decoded.dead_letters] == [otlp.EMPTY_REQUEST]
+
+
+def test_one_bad_span_does_not_lose_the_others() -> None:
+    request = synthetic.llm_trace(calls=2)
+    spans = request.resource_spans[0].scope_spans[0].spans
+    spans[2].end_time_unix_nano = spans[2].start_time_unix_nano - 1
+
+    decoded, batches = decode_all(request.SerializeToString())
+
+    assert sum(len(b["spans"]) for b in batches.values()) == 2
+    assert [d.reason for d in decoded.dead_letters] == [otlp.INVALID_TIMESTAMPS]
