@@ -1,0 +1,171 @@
+"""Decoded SpanBatch records (``schemas/span_batch.v1.avsc``) as llm_spans rows.
+
+A row is a tuple in the order of ``STAGING_COLUMNS``: the sink COPYs rows into
+a staging table of that shape and inserts them into llm_spans with
+``INSERT_FROM_STAGING``, which casts the JSON text columns to jsonb there, so
+the JSON strings already in the record are never parsed in Python.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import orjson
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+Row = tuple[Any, ...]
+
+# (column, type in the staging table); llm_spans types differ only where the
+# insert casts: text -> jsonb, double precision -> numeric.
+STAGING_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("tenant", "text"),
+    ("trace_id", "text"),
+    ("span_id", "text"),
+    ("parent_span_id", "text"),
+    ("name", "text"),
+    ("kind", "text"),
+    ("service_name", "text"),
+    ("start_time", "timestamptz"),
+    ("end_time", "timestamptz"),
+    ("duration_ms", "double precision"),
+    ("status_code", "text"),
+    ("status_message", "text"),
+    ("operation", "text"),
+    ("provider", "text"),
+    ("request_model", "text"),
+    ("response_model", "text"),
+    ("input_tokens", "bigint"),
+    ("output_tokens", "bigint"),
+    ("cache_read_tokens", "bigint"),
+    ("cache_write_tokens", "bigint"),
+    ("reasoning_tokens", "bigint"),
+    ("total_tokens", "bigint"),
+    ("finish_reasons", "text[]"),
+    ("time_to_first_token_s", "double precision"),
+    ("conversation_id", "text"),
+    ("streaming", "boolean"),
+    ("error_type", "text"),
+    ("reported_cost", "double precision"),
+    ("conventions", "text[]"),
+    ("normalization_issues", "text[]"),
+    ("genai_sources", "text"),
+    ("attributes", "text"),
+    ("resource_attributes", "text"),
+    ("events", "text"),
+    ("links_count", "integer"),
+    ("received_at", "timestamptz"),
+    ("source", "text"),
+)
+COLUMN_NAMES = tuple(name for name, _ in STAGING_COLUMNS)
+START_TIME_INDEX = COLUMN_NAMES.index("start_time")
+
+_CASTS = {
+    "reported_cost": "reported_cost::numeric",
+    "genai_sources": "genai_sources::jsonb",
+    "attributes": "attributes::jsonb",
+    "resource_attributes": "resource_attributes::jsonb",
+    "events": "events::jsonb",
+}
+
+STAGING_TABLE = "llm_spans_staging"
+
+# Reused per connection: created once, emptied by every commit or rollback.
+CREATE_STAGING = (
+    f"CREATE TEMP TABLE IF NOT EXISTS {STAGING_TABLE} ("
+    + ", ".join(f"{name} {kind}" for name, kind in STAGING_COLUMNS)
+    + ") ON COMMIT DELETE ROWS"
+)
+
+INSERT_FROM_STAGING = (
+    f"INSERT INTO llm_spans ({', '.join(COLUMN_NAMES)}) "
+    f"SELECT {', '.join(_CASTS.get(name, name) for name in COLUMN_NAMES)} "
+    f"FROM {STAGING_TABLE} ON CONFLICT DO NOTHING"
+)
+
+_NO_GENAI: tuple[None, ...] = (None,) * 19
+
+
+def from_unix_nano(unix_nano: int) -> datetime:
+    """UTC time of ``unix_nano``, truncated to PostgreSQL's microseconds."""
+    return EPOCH + timedelta(microseconds=unix_nano // 1000)
+
+
+def batch_rows(batch: dict[str, Any]) -> list[Row]:
+    """One llm_spans row per span of a decoded SpanBatch record.
+
+    Raises IndexError when a span names a resource the batch does not hold.
+    """
+    tenant = batch["tenant"]
+    trace_id = batch["trace_id"]
+    received_at = from_unix_nano(batch["received_unix_nano"])
+    source = batch["source"]
+    resources = [
+        (r["service_name"], r["resource_attributes_json"]) for r in batch["resources"]
+    ]
+
+    rows = []
+    for span in batch["spans"]:
+        index = span["resource_index"]
+        if index < 0:
+            raise IndexError(f"resource_index {index} is negative")
+        service_name, resource_attributes = resources[index]
+        start_ns = span["start_unix_nano"]
+        end_ns = span["end_unix_nano"]
+        genai = span["genai"]
+        rows.append(
+            (
+                tenant,
+                trace_id,
+                span["span_id"],
+                span["parent_span_id"],
+                span["name"],
+                span["kind"],
+                service_name,
+                from_unix_nano(start_ns),
+                from_unix_nano(end_ns),
+                (end_ns - start_ns) / 1e6,
+                span["status_code"],
+                span["status_message"],
+                *(_NO_GENAI if genai is None else _genai_values(genai)),
+                span["attributes_json"],
+                resource_attributes,
+                span["events_json"],
+                span["links_count"],
+                received_at,
+                source,
+            )
+        )
+    return rows
+
+
+def row_day(row: Row) -> date:
+    """The UTC day of a row's start time, which names its partition."""
+    start: datetime = row[START_TIME_INDEX]
+    return start.date()
+
+
+def _genai_values(genai: dict[str, Any]) -> tuple[Any, ...]:
+    sources = genai["source_attributes"]
+    return (
+        genai["operation"],
+        genai["provider"],
+        genai["request_model"],
+        genai["response_model"],
+        genai["input_tokens"],
+        genai["output_tokens"],
+        genai["cache_read_tokens"],
+        genai["cache_write_tokens"],
+        genai["reasoning_tokens"],
+        genai["total_tokens"],
+        genai["finish_reasons"],
+        genai["time_to_first_token_s"],
+        genai["conversation_id"],
+        genai["streaming"],
+        genai["error_type"],
+        genai["reported_cost"],
+        genai["conventions"],
+        genai["issues"],
+        orjson.dumps(sources).decode() if sources else "{}",
+    )
