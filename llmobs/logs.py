@@ -13,7 +13,8 @@ def configure(level: str | None = None) -> None:
     chosen = (level or os.environ.get("LLMOBS_LOG_LEVEL") or "INFO").upper()
     logging.basicConfig(level=chosen, format=FORMAT, force=True)
     # Client libraries are chatty at INFO; their warnings still show.
-    for name in ("aiokafka", "faust", "mode", "kafka", "grpc", "httpx"):
+    chatty = ("aiokafka", "faust", "mode", "kafka", "grpc", "httpx", "httpx2")
+    for name in (*chatty, "aiohttp.access"):
         logging.getLogger(name).setLevel(
             max(logging.WARNING, logging.getLevelName(chosen))
         )

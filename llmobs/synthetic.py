@@ -7,11 +7,14 @@ OpenTelemetry GenAI attributes.
 
 from __future__ import annotations
 
+import base64
 import os
 import random
 import time
 from collections.abc import Iterator
 
+import orjson
+from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
 )
@@ -130,6 +133,24 @@ def llm_traces(
     rng = random.Random(seed)
     for _ in range(count):
         yield llm_trace(calls=calls, rng=rng)
+
+
+def otlp_json(request: ExportTraceServiceRequest) -> bytes:
+    """The request in the OTLP/JSON encoding: ids as hex, not base64."""
+    body = json_format.MessageToDict(request)
+    for resource_spans in body.get("resourceSpans", ()):
+        for scope_spans in resource_spans.get("scopeSpans", ()):
+            for span in scope_spans.get("spans", ()):
+                _hex_ids(span)
+                for link in span.get("links", ()):
+                    _hex_ids(link)
+    return orjson.dumps(body)
+
+
+def _hex_ids(item: dict[str, str]) -> None:
+    for key in ("traceId", "spanId", "parentSpanId"):
+        if item.get(key):
+            item[key] = base64.b64decode(item[key]).hex()
 
 
 def merge(requests: list[ExportTraceServiceRequest]) -> ExportTraceServiceRequest:

@@ -77,6 +77,10 @@ class SummarySettings:
     )
     since: str = setting("24h", "time window, e.g. 15m, 1h, 7d, or 'all'")
     tenant: str | None = setting(None, "only this tenant (unset: all tenants)")
+    wait_s: float = setting(
+        0.0, "first wait up to this long for spans to arrive and stop arriving"
+    )
+    settle_s: float = setting(5.0, "with wait_s: quiet time that means 'all arrived'")
 
     def validate(self) -> None:
         """Reject a bad URL or window, naming the key."""

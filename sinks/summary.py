@@ -33,6 +33,12 @@ GROUP BY 1, 2, 3
 ORDER BY spans DESC, 1, 2, 3
 """
 
+COUNT_QUERY = """
+SELECT count(*) FROM llm_spans
+WHERE ($1::interval IS NULL OR start_time >= now() - $1::interval)
+  AND ($2::text IS NULL OR tenant = $2)
+"""
+
 HEADINGS = (
     "provider",
     "model",
@@ -87,6 +93,8 @@ async def summarize(settings: SummarySettings) -> str:
     try:
         if not await conn.fetchval("SELECT to_regclass('llm_spans') IS NOT NULL"):
             return "no llm_spans table yet; run `llmobs migrate`"
+        if settings.wait_s > 0:
+            await _wait_until_settled(conn, since, settings)
         records = await conn.fetch(QUERY, since, settings.tenant)
     finally:
         await conn.close()
@@ -97,6 +105,25 @@ async def summarize(settings: SummarySettings) -> str:
     if not records:
         return f"{title}: no spans"
     return f"{title}\n{render([tuple(r.values()) for r in records])}"
+
+
+async def _wait_until_settled(conn: Any, since: Any, settings: SummarySettings) -> None:
+    """Poll the span count until it is non-zero and steady for ``settle_s``."""
+    import asyncio
+    import sys
+    import time
+
+    deadline = time.monotonic() + settings.wait_s
+    last_count, last_change = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        count = await conn.fetchval(COUNT_QUERY, since, settings.tenant)
+        now = time.monotonic()
+        if count != last_count:
+            last_count, last_change = count, now
+            print(f"{count} spans so far...", file=sys.stderr, flush=True)
+        elif count > 0 and now - last_change >= settings.settle_s:
+            return
+        await asyncio.sleep(0.5)
 
 
 def render(rows: Sequence[tuple[Any, ...]]) -> str:

@@ -77,6 +77,7 @@ FIELD_SOURCES: dict[str, tuple[tuple[str, str], ...]] = {
         ("gen_ai.request.model", OTEL),
         ("llm.request.model", OPENLLMETRY),
         ("llm.model_name", OPENINFERENCE),
+        ("embedding.model_name", OPENINFERENCE),
     ),
     "response_model": (
         ("gen_ai.response.model", OTEL),

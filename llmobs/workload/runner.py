@@ -39,7 +39,7 @@ from llmobs.workload import INSTRUMENTATIONS, RunResult
 from llmobs.workload.cli import WorkloadSettings
 from llmobs.workload.scenarios import SCENARIOS, Clients
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("llmobs.workload.runner")
 
 FAKE_PROVIDER_KEY = "fake-provider-key"
 EXPORT_TIMEOUT_S = 10.0

@@ -392,6 +392,7 @@ CONVENTION_CASES = [
         {
             "operation": "embeddings",
             "provider": "azure.ai.openai",
+            "request_model": "text-embedding-3-small",
             "input_tokens": 8,
             "output_tokens": None,
             "total_tokens": 8,
@@ -399,6 +400,7 @@ CONVENTION_CASES = [
             "source_attributes": {
                 "operation": "openinference.span.kind",
                 "provider": "llm.provider",
+                "request_model": "embedding.model_name",
                 "input_tokens": "llm.token_count.prompt",
                 "total_tokens": "llm.token_count.total",
             },

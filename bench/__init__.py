@@ -1,0 +1,1 @@
+"""Benchmarks of the pipeline against the real local services (``make bench``)."""

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The whole local stack: services (Kafka, PostgreSQL, Redis) and, with
+# `up`, the pipeline processes (gateway, streams worker, PostgreSQL sink).
+# Usage: infra/stack.sh services|up|down|status
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+
+INFRA="$REPO_DIR/infra"
+LLMOBS="$REPO_DIR/.venv/bin/llmobs"
+RUN_DIR="$LOCAL_DIR/run"
+PROCESSES=(gateway streams sink)
+mkdir -p "$RUN_DIR"
+
+services() {
+  "$INFRA/kafka.sh" start
+  "$INFRA/postgres.sh" start
+  "$INFRA/redis.sh" start
+  [[ -x $LLMOBS ]] || die "run 'make install' first: $LLMOBS is missing"
+  "$LLMOBS" topics
+  "$LLMOBS" migrate
+}
+
+start_process() {
+  local name=$1; shift
+  local pid_file="$RUN_DIR/$name.pid"
+  if pid_alive "$pid_file"; then say "$name already running"; return 0; fi
+  say "starting $name (log $LOG_DIR/$name.log)"
+  nohup "$LLMOBS" "$name" "$@" >>"$LOG_DIR/$name.log" 2>&1 &
+  echo $! >"$pid_file"
+}
+
+up() {
+  services
+  start_process gateway
+  start_process streams --data-dir "$LOCAL_DIR/streams"
+  start_process sink
+  wait_for "gateway" 60 curl -sf http://127.0.0.1:4318/healthz
+  wait_for "streams worker" 90 curl -sf http://127.0.0.1:6066/metrics
+  for name in "${PROCESSES[@]}"; do
+    pid_alive "$RUN_DIR/$name.pid" || die "$name exited, see $LOG_DIR/$name.log"
+  done
+  say "pipeline up: OTLP/HTTP :4318, OTLP/gRPC :4317, streams metrics :6066"
+}
+
+down() {
+  for name in "${PROCESSES[@]}"; do stop_pid "$RUN_DIR/$name.pid" "$name"; done
+  "$INFRA/redis.sh" stop
+  "$INFRA/postgres.sh" stop
+  "$INFRA/kafka.sh" stop
+}
+
+status() {
+  local rc=0
+  "$INFRA/kafka.sh" status || rc=1
+  "$INFRA/postgres.sh" status || rc=1
+  "$INFRA/redis.sh" status || rc=1
+  for name in "${PROCESSES[@]}"; do
+    if pid_alive "$RUN_DIR/$name.pid"; then echo "$name: running (pid $(cat "$RUN_DIR/$name.pid"))"
+    else echo "$name: stopped"; fi
+  done
+  return $rc
+}
+
+case "${1:-}" in
+  services|up|down|status) "$1" ;;
+  *) echo "usage: $0 services|up|down|status" >&2; exit 2 ;;
+esac
