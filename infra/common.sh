@@ -22,6 +22,11 @@ wait_for() {
   done
 }
 
+# port_open PORT: true when a process accepts connections on 127.0.0.1:PORT.
+port_open() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
 # pid_alive FILE: true when FILE names a running process.
 pid_alive() {
   [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null

@@ -11,11 +11,11 @@ LIBS="$KAFKA_HOME/libs"
 PID_FILE="$KAFKA_HOME/kafka.pid"
 CONFIG="$KAFKA_HOME/server.properties"
 
-java_run() {
-  java -Xms256m -Xmx1g -XX:+UseG1GC \
-    -Dlog4j2.configurationFile="$REPO_DIR/infra/kafka/log4j2.properties" \
-    -Dkafka.logs.dir="$LOG_DIR" -cp "$LIBS/*" "$@"
-}
+JAVA_OPTS=(-Xms256m -Xmx1g -XX:+UseG1GC
+  -Dlog4j2.configurationFile="$REPO_DIR/infra/kafka/log4j2.properties"
+  -Dkafka.logs.dir="$LOG_DIR" -cp "$LIBS/*")
+
+java_run() { java "${JAVA_OPTS[@]}" "$@"; }
 
 install() {
   command -v java >/dev/null || die "java 17 is required"
@@ -24,7 +24,7 @@ install() {
     return 0
   fi
   say "resolving Kafka jars from Maven Central"
-  mvn -q -B -f "$REPO_DIR/infra/kafka/pom.xml" -Dlibs.dir="$LIBS" package
+  mvn -q -B -Dstyle.color=never -f "$REPO_DIR/infra/kafka/pom.xml" -Dlibs.dir="$LIBS" package
   touch "$LIBS/.resolved"
 }
 
@@ -58,6 +58,10 @@ PROPS
 start() {
   install
   if pid_alive "$PID_FILE"; then say "kafka already running on :$KAFKA_PORT"; return 0; fi
+  if port_open "$KAFKA_PORT"; then
+    say "something else already listens on :$KAFKA_PORT; using it as the broker"
+    return 0
+  fi
   write_config
   if [[ ! -f $KAFKA_HOME/data/meta.properties ]]; then
     say "formatting KRaft storage"
@@ -65,12 +69,9 @@ start() {
       -c "$CONFIG" >"$LOG_DIR/kafka-format.log" 2>&1 || die "kafka storage format failed, see $LOG_DIR/kafka-format.log"
   fi
   say "starting kafka on 127.0.0.1:$KAFKA_PORT"
-  nohup java -Xms512m -Xmx1g -XX:+UseG1GC \
-    -Dlog4j2.configurationFile="$REPO_DIR/infra/kafka/log4j2.properties" \
-    -Dkafka.logs.dir="$LOG_DIR" -cp "$LIBS/*" kafka.Kafka "$CONFIG" \
-    >"$LOG_DIR/kafka.out" 2>&1 &
+  nohup java "${JAVA_OPTS[@]}" kafka.Kafka "$CONFIG" >"$LOG_DIR/kafka.out" 2>&1 &
   echo $! >"$PID_FILE"
-  wait_for "kafka" 90 bash -c "exec 3<>/dev/tcp/127.0.0.1/$KAFKA_PORT"
+  wait_for "kafka" 90 port_open "$KAFKA_PORT"
   wait_for "kafka metadata" 60 grep -q "Kafka Server started" "$LOG_DIR/kafka.out" "$LOG_DIR/kafka.log"
   say "kafka ready"
 }

@@ -52,6 +52,8 @@ CONF
   fi
   if as_pg "$bin/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1; then
     say "postgres already running on :$PG_PORT"
+  elif port_open "$PG_PORT"; then
+    say "something else already listens on :$PG_PORT; using it as the server"
   else
     say "starting postgres on 127.0.0.1:$PG_PORT"
     as_pg "$bin/pg_ctl" -D "$PG_DATA" -l "$LOG_DIR/postgres.log" -w -t 60 start >/dev/null
