@@ -35,7 +35,7 @@ demo: up
 	$(LLMOBS) summary --tenant $$tenant --since all --wait-s 120
 
 test: services
-	$(PYTEST) -q
+	$(PYTEST) -q $(PYTEST_ARGS)
 
 test-unit: install
 	$(PYTEST) -q -m "not integration"
