@@ -24,13 +24,8 @@ start() {
   say "redis ready"
 }
 
-stop() {
-  if redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; then
-    say "stopping redis"
-    redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
-  fi
-  rm -f "$PID_FILE"
-}
+# Only the server this script started (its pid file) is stopped.
+stop() { stop_pid "$PID_FILE" redis; }
 
 status() {
   if redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; then echo "redis: running on 127.0.0.1:$REDIS_PORT"
