@@ -34,8 +34,8 @@ up() {
   start_process gateway
   start_process streams --data-dir "$LOCAL_DIR/streams"
   start_process sink
-  wait_for "gateway" 60 curl -sf http://127.0.0.1:4318/healthz
-  wait_for "streams worker" 90 curl -sf http://127.0.0.1:6066/metrics
+  wait_for "gateway" 60 port_open 4318
+  wait_for "streams worker" 90 port_open 6066
   for name in "${PROCESSES[@]}"; do
     pid_alive "$RUN_DIR/$name.pid" || die "$name exited, see $LOG_DIR/$name.log"
   done

@@ -1,0 +1,70 @@
+"""Reading recorded OTLP files for ``llmobs replay``."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+)
+
+from llmobs import synthetic
+from llmobs.errors import ConfigError, DecodeError
+from llmobs.replay import JSON, PROTOBUF, ReplaySettings, read_requests
+
+
+def test_json_lines_yield_one_request_per_line(tmp_path: Path) -> None:
+    requests = [synthetic.llm_trace(calls=1) for _ in range(3)]
+    path = tmp_path / "traces.jsonl"
+    path.write_bytes(b"\n".join(synthetic.otlp_json(r) for r in requests) + b"\n\n")
+
+    bodies = list(read_requests(path))
+
+    assert [kind for _, kind in bodies] == [JSON] * 3
+    assert [body for body, _ in bodies] == [synthetic.otlp_json(r) for r in requests]
+
+
+def test_length_prefixed_protobuf_stream_is_split(tmp_path: Path) -> None:
+    requests = [synthetic.llm_trace(calls=2).SerializeToString() for _ in range(4)]
+    path = tmp_path / "traces.pb"
+    path.write_bytes(b"".join(struct.pack(">I", len(r)) + r for r in requests))
+
+    bodies = list(read_requests(path))
+
+    assert [body for body, _ in bodies] == requests
+    assert {kind for _, kind in bodies} == {PROTOBUF}
+
+
+def test_a_bare_protobuf_message_is_one_request(tmp_path: Path) -> None:
+    request = synthetic.llm_trace(calls=1).SerializeToString()
+    path = tmp_path / "one.bin"
+    path.write_bytes(request)
+
+    ((body, kind),) = list(read_requests(path, "proto"))
+
+    assert kind == PROTOBUF
+    assert ExportTraceServiceRequest.FromString(body).resource_spans
+
+
+def test_truncated_stream_is_a_clear_error(tmp_path: Path) -> None:
+    request = synthetic.llm_trace(calls=1).SerializeToString()
+    path = tmp_path / "cut.pb"
+    path.write_bytes(struct.pack(">I", len(request) + 10) + request)
+
+    with pytest.raises(DecodeError, match="cut"):
+        list(read_requests(path, "proto-stream"))
+
+
+def test_a_line_that_is_not_json_names_its_place(tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"resourceSpans": []}\nnot json\n')
+
+    with pytest.raises(DecodeError, match=r"bad\.jsonl:2"):
+        list(read_requests(path, "jsonl"))
+
+
+def test_unknown_target_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="target"):
+        ReplaySettings(target="s3").validate()
