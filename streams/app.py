@@ -16,7 +16,7 @@ from typing import Any
 import faust
 from faust.types import StreamT
 
-from streams.decode import Decoded, Source, decode_message
+from streams.decode import DeadLetter, Decoded, Source, decode_message
 from streams.settings import StreamSettings
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,23 @@ class StageCounters:
                 f'llmobs_decode_dead_letters_total{{reason="{reason}"}} {count}'
             )
         return "\n".join(lines) + "\n"
+
+
+def decode_safely(value: Any, headers: Any, where: Source) -> Decoded:
+    """``decode_message``, with a failure of our own turned into a dead letter.
+
+    An unexpected exception would make Faust restart the agent and skip the
+    message; dead-lettering it keeps the message and the partition moving.
+    """
+    try:
+        return decode_message(value, headers, where)
+    except Exception as exc:  # any bug of ours must not lose input
+        log.exception("decoding %s failed unexpectedly", where)
+        decoded = Decoded()
+        decoded.dead_letters.append(
+            DeadLetter("internal_error", type(exc).__name__, value or b"", 0)
+        )
+        return decoded
 
 
 def create_app(settings: StreamSettings) -> faust.App:
@@ -102,7 +119,7 @@ def create_app(settings: StreamSettings) -> faust.App:
                     message.offset,
                     int(message.timestamp * 1000) if message.timestamp else None,
                 )
-                decoded = decode_message(event.value, event.headers, where)
+                decoded = decode_safely(event.value, event.headers, where)
                 counters.add(decoded)
                 for key, value in decoded.batches:
                     pending.append(await spans_out.send(key=key.encode(), value=value))

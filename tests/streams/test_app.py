@@ -1,0 +1,45 @@
+"""The Faust app's own logic: counters and the guard around decoding."""
+
+from __future__ import annotations
+
+import pytest
+
+import streams.app as app_module
+from llmobs import synthetic
+from streams.app import StageCounters, decode_safely
+from streams.decode import Source
+
+WHERE = Source("otlp_spans", 1, 7)
+
+
+def test_an_unexpected_failure_becomes_a_dead_letter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(*_: object) -> None:
+        raise KeyError("bug")
+
+    monkeypatch.setattr(app_module, "decode_message", broken)
+
+    decoded = decode_safely(b"payload", None, WHERE)
+
+    assert not decoded.batches
+    (letter,) = decoded.dead_letters
+    assert (letter.reason, letter.detail, letter.value) == (
+        "internal_error",
+        "KeyError",
+        b"payload",
+    )
+
+
+def test_counters_sum_what_decoding_produced() -> None:
+    counters = StageCounters()
+    body = synthetic.merge([synthetic.llm_trace(calls=2) for _ in range(2)])
+
+    counters.add(decode_safely(body.SerializeToString(), None, WHERE))
+    counters.add(decode_safely(b"\xff garbage", None, WHERE))
+
+    text = counters.prometheus()
+    assert "llmobs_decode_messages_total 2" in text
+    assert "llmobs_decode_spans_total 6" in text
+    assert "llmobs_decode_batches_out_total 2" in text
+    assert 'llmobs_decode_dead_letters_total{reason="not_protobuf"} 1' in text
