@@ -1,9 +1,11 @@
-"""Decoded SpanBatch records (``schemas/span_batch.v1.avsc``) as llm_spans rows.
+"""Decoded SpanBatch records (``schemas/span_batch.v*.avsc``) as llm_spans rows.
 
 A row is a tuple in the order of ``STAGING_COLUMNS``: the sink COPYs rows into
 a staging table of that shape and inserts them into llm_spans with
 ``INSERT_FROM_STAGING``, which casts the JSON text columns to jsonb there, so
-the JSON strings already in the record are never parsed in Python.
+the JSON strings already in the record are never parsed in Python. Cost
+amounts arrive as Decimal and are written to NUMERIC as they are; records
+written before spans carried a cost leave the cost columns NULL.
 """
 
 from __future__ import annotations
@@ -57,6 +59,18 @@ STAGING_COLUMNS: tuple[tuple[str, str], ...] = (
     ("links_count", "integer"),
     ("received_at", "timestamptz"),
     ("source", "text"),
+    ("cost_status", "text"),
+    ("cost_currency", "text"),
+    ("cost_input", "numeric"),
+    ("cost_cache_read", "numeric"),
+    ("cost_cache_write", "numeric"),
+    ("cost_output", "numeric"),
+    ("cost_reasoning", "numeric"),
+    ("cost_total", "numeric"),
+    ("cost_reported", "numeric"),
+    ("cost_catalog", "text"),
+    ("cost_match", "text"),
+    ("cost_matched_model", "text"),
 )
 COLUMN_NAMES = tuple(name for name, _ in STAGING_COLUMNS)
 START_TIME_INDEX = COLUMN_NAMES.index("start_time")
@@ -85,6 +99,7 @@ INSERT_FROM_STAGING = (
 )
 
 _NO_GENAI: tuple[None, ...] = (None,) * 19
+_NO_COST: tuple[None, ...] = (None,) * 12
 
 
 def from_unix_nano(unix_nano: int) -> datetime:
@@ -135,6 +150,7 @@ def batch_rows(batch: dict[str, Any]) -> list[Row]:
                 span["links_count"],
                 received_at,
                 source,
+                *_cost_values(span.get("cost")),
             )
         )
     return rows
@@ -144,6 +160,25 @@ def row_day(row: Row) -> date:
     """The UTC day of a row's start time, which names its partition."""
     start: datetime = row[START_TIME_INDEX]
     return start.date()
+
+
+def _cost_values(cost: dict[str, Any] | None) -> tuple[Any, ...]:
+    if cost is None:
+        return _NO_COST
+    return (
+        cost["status"],
+        cost["currency"],
+        cost["input_cost"],
+        cost["cache_read_cost"],
+        cost["cache_write_cost"],
+        cost["output_cost"],
+        cost["reasoning_cost"],
+        cost["total_cost"],
+        cost["reported_cost"],
+        cost["catalog"],
+        cost["match"],
+        cost["matched_model"],
+    )
 
 
 def _genai_values(genai: dict[str, Any]) -> tuple[Any, ...]:

@@ -6,6 +6,7 @@ import argparse
 import re
 from collections.abc import Sequence
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 from llmobs import settings as config
@@ -25,7 +26,8 @@ SELECT coalesce(provider, '-')                          AS provider,
        coalesce(sum(input_tokens), 0)                   AS input_tokens,
        coalesce(sum(output_tokens), 0)                  AS output_tokens,
        coalesce(sum(cache_read_tokens), 0)              AS cached_tokens,
-       coalesce(sum(reasoning_tokens), 0)               AS reasoning_tokens
+       coalesce(sum(reasoning_tokens), 0)               AS reasoning_tokens,
+       coalesce(sum(cost_total), 0)                     AS cost
 FROM llm_spans
 WHERE ($1::interval IS NULL OR start_time >= now() - $1::interval)
   AND ($2::text IS NULL OR tenant = $2)
@@ -49,7 +51,10 @@ HEADINGS = (
     "output",
     "cached",
     "reasoning",
+    "cost",
 )
+# Decimal places shown for cost (the column holds twelve).
+COST_PLACES = 6
 
 
 def parse_since(text: str) -> timedelta | None:
@@ -133,6 +138,7 @@ def render(rows: Sequence[tuple[Any, ...]]) -> str:
         "",
         "",
         *(sum(r[i] for r in rows) for i in range(3, 9)),
+        sum((Decimal(r[9]) for r in rows), Decimal(0)),
     )
     cells = [HEADINGS, *(_cells(r) for r in rows), _cells(totals)]
     widths = [max(len(row[i]) for row in cells) for i in range(len(HEADINGS))]
@@ -149,5 +155,6 @@ def render(rows: Sequence[tuple[Any, ...]]) -> str:
 
 def _cells(row: tuple[Any, ...]) -> tuple[str, ...]:
     text = [str(v) for v in row[:3]]
-    numbers = [f"{int(v):,}" for v in row[3:]]
-    return (*text, *numbers)
+    numbers = [f"{int(v):,}" for v in row[3:9]]
+    cost = f"{Decimal(row[9]):,.{COST_PLACES}f}"
+    return (*text, *numbers, cost)

@@ -1,5 +1,7 @@
 """The Faust application: ``otlp_spans`` in, ``llm.spans`` and ``llm.dlq`` out.
 
+Decoding prices every span with a ``Pricer`` built once from the settings.
+
 Input is consumed in small batches; every record derived from a batch is
 delivered before the batch is acknowledged, so Faust commits an input offset
 only once its output is in Kafka (at-least-once; the sinks are idempotent).
@@ -16,10 +18,16 @@ from typing import Any
 import faust
 from faust.types import StreamT
 
+from streams.cost import STATUSES, Pricer
 from streams.decode import DeadLetter, Decoded, Source, decode_message
 from streams.settings import StreamSettings
 
 log = logging.getLogger(__name__)
+
+# Distinct unknown (provider, model) pairs reported on /metrics; later ones
+# are counted under "_other" so a flood of odd names cannot blow up series.
+MAX_UNKNOWN_MODELS = 100
+OTHER = "_other"
 
 
 class StageCounters:
@@ -31,6 +39,8 @@ class StageCounters:
         self.genai_spans = 0
         self.batches_out = 0
         self.dead_letters: Counter[str] = Counter()
+        self.cost_statuses: Counter[str] = Counter(dict.fromkeys(STATUSES, 0))
+        self.unknown_models: Counter[tuple[str, str]] = Counter()
 
     def add(self, decoded: Decoded) -> None:
         self.messages += 1
@@ -39,6 +49,14 @@ class StageCounters:
         self.batches_out += len(decoded.batches)
         for letter in decoded.dead_letters:
             self.dead_letters[letter.reason] += 1
+        self.cost_statuses.update(decoded.cost_statuses)
+        for key, count in decoded.unknown_models.items():
+            if (
+                key not in self.unknown_models
+                and len(self.unknown_models) >= MAX_UNKNOWN_MODELS
+            ):
+                key = (OTHER, OTHER)
+            self.unknown_models[key] += count
 
     def prometheus(self) -> str:
         lines = [
@@ -56,17 +74,33 @@ class StageCounters:
             lines.append(
                 f'llmobs_decode_dead_letters_total{{reason="{reason}"}} {count}'
             )
+        lines.append("# TYPE llmobs_cost_status_total counter")
+        for status, count in sorted(self.cost_statuses.items()):
+            lines.append(f'llmobs_cost_status_total{{status="{status}"}} {count}')
+        lines.append("# TYPE llmobs_cost_unknown_model_spans_total counter")
+        for (provider, model), count in sorted(self.unknown_models.items()):
+            lines.append(
+                "llmobs_cost_unknown_model_spans_total"
+                f'{{provider="{_label(provider)}",model="{_label(model)}"}} {count}'
+            )
         return "\n".join(lines) + "\n"
 
 
-def decode_safely(value: Any, headers: Any, where: Source) -> Decoded:
+def _label(value: str) -> str:
+    """A Prometheus label value: backslash, quote and newline escaped."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def decode_safely(
+    value: Any, headers: Any, where: Source, pricer: Pricer | None = None
+) -> Decoded:
     """``decode_message``, with a failure of our own turned into a dead letter.
 
     An unexpected exception would make Faust restart the agent and skip the
     message; dead-lettering it keeps the message and the partition moving.
     """
     try:
-        return decode_message(value, headers, where)
+        return decode_message(value, headers, where, pricer)
     except Exception as exc:  # any bug of ours must not lose input
         log.exception("decoding %s failed unexpectedly", where)
         decoded = Decoded()
@@ -102,6 +136,7 @@ def create_app(settings: StreamSettings) -> faust.App:
     spans_out = app.topic(settings.spans_topic, key_type=bytes, value_type=bytes)
     dlq_out = app.topic(settings.dlq_topic, key_type=bytes, value_type=bytes)
     counters = StageCounters()
+    pricer = Pricer.from_settings(settings)
     app.llmobs_counters = counters  # type: ignore[attr-defined]
 
     @app.agent(source, name="decode")
@@ -119,7 +154,7 @@ def create_app(settings: StreamSettings) -> faust.App:
                     message.offset,
                     int(message.timestamp * 1000) if message.timestamp else None,
                 )
-                decoded = decode_safely(event.value, event.headers, where)
+                decoded = decode_safely(event.value, event.headers, where, pricer)
                 counters.add(decoded)
                 for key, value in decoded.batches:
                     pending.append(await spans_out.send(key=key.encode(), value=value))

@@ -5,16 +5,19 @@ and sends what comes out. One input message may hold many traces and many
 resources; the output is one SpanBatch record per (tenant, trace), keyed by
 trace id, so downstream partitions group whole traces whatever the producer
 did. Spans that fail decoding or validation become dead letters carrying the
-reason; the rest of the message goes on.
+reason; the rest of the message goes on. Every span is priced on the way
+(``streams.cost``); the statuses are counted for /metrics.
 """
 
 from __future__ import annotations
 
 import base64
 import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from opentelemetry.proto.trace.v1 import trace_pb2
@@ -23,6 +26,9 @@ import schemas
 from llmobs import otlp, topics
 from llmobs.errors import DecodeError
 from streams.normalize import normalize_genai
+
+if TYPE_CHECKING:
+    from streams.cost import Pricer
 
 DEFAULT_TENANT = "default"
 TENANT_RESOURCE_ATTRIBUTE = "tenant.id"
@@ -77,6 +83,9 @@ class Decoded:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     spans: int = 0
     genai_spans: int = 0
+    cost_statuses: Counter[str] = field(default_factory=Counter)
+    # (provider, model) of spans whose model has no price
+    unknown_models: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
 def header_value(headers: Mapping[str, Any] | None, name: str) -> str | None:
@@ -88,12 +97,21 @@ def header_value(headers: Mapping[str, Any] | None, name: str) -> str | None:
     return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
 
 
+@cache
+def default_pricer() -> Pricer:
+    """A pricer of the catalog alone, for callers that pass none."""
+    from streams.cost import Pricer
+
+    return Pricer()
+
+
 def decode_message(
     value: bytes | None,
     headers: Mapping[str, Any] | None,
     source: Source,
+    pricer: Pricer | None = None,
 ) -> Decoded:
-    """Decode, validate and normalize one ``otlp_spans`` message."""
+    """Decode, validate, normalize and price one ``otlp_spans`` message."""
     out = Decoded()
     if not value:
         out.dead_letters.append(
@@ -133,7 +151,14 @@ def decode_message(
 
     header_tenant = header_value(headers, topics.HEADER_TENANT)
     received_ns = _received_ns(headers, source)
-    _normalize_request(decoded.request, header_tenant, received_ns, source, out)
+    _normalize_request(
+        decoded.request,
+        header_tenant,
+        received_ns,
+        source,
+        pricer or default_pricer(),
+        out,
+    )
     return out
 
 
@@ -151,6 +176,7 @@ def _normalize_request(
     header_tenant: str | None,
     received_ns: int,
     source: Source,
+    pricer: Pricer,
     out: Decoded,
 ) -> None:
     codec = schemas.codec(schemas.SPAN_BATCH)
@@ -202,9 +228,11 @@ def _normalize_request(
                             "resource_attributes_json": resource_json,
                         }
                     )
-                record = _span_record(span, ref)
-                if record["genai"] is not None:
+                record = _span_record(span, ref, tenant, pricer)
+                genai = record["genai"]
+                if genai is not None:
                     out.genai_spans += 1
+                    _count_cost(record["cost"], genai, out)
                 batch["spans"].append(record)
                 out.spans += 1
 
@@ -219,9 +247,12 @@ def _normalize_request(
             )
 
 
-def _span_record(span: Any, resource_index: int) -> dict[str, Any]:
+def _span_record(
+    span: Any, resource_index: int, tenant: str, pricer: Pricer
+) -> dict[str, Any]:
     attributes = otlp.attributes_dict(span.attributes)
     status_code = _STATUS_NAMES.get(span.status.code, "UNSET")
+    genai = normalize_genai(attributes, span_name=span.name, status_code=status_code)
     return {
         "resource_index": resource_index,
         "span_proto": span.SerializeToString(),
@@ -236,10 +267,21 @@ def _span_record(span: Any, resource_index: int) -> dict[str, Any]:
         "attributes_json": orjson.dumps(attributes, default=_json_default).decode(),
         "events_json": otlp.events_json(span),
         "links_count": len(span.links),
-        "genai": normalize_genai(
-            attributes, span_name=span.name, status_code=status_code
-        ),
+        "genai": genai,
+        "cost": pricer.price(genai, span.start_time_unix_nano, tenant),
     }
+
+
+def _count_cost(
+    cost: dict[str, Any] | None, genai: dict[str, Any], out: Decoded
+) -> None:
+    if cost is None:
+        return
+    status = cost["status"]
+    out.cost_statuses[status] += 1
+    if status == "unknown_model":
+        model = genai["response_model"] or genai["request_model"] or ""
+        out.unknown_models[(genai["provider"] or "", model)] += 1
 
 
 def _json_default(value: Any) -> Any:

@@ -24,6 +24,9 @@ class StreamSettings:
     web_port: int = setting(6066, "port of the worker's web and metrics endpoint")
     web_enabled: bool = setting(True, "serve /metrics and Faust's web views")
     data_dir: str = setting(".local/streams", "local state directory")
+    prices_file: str | None = setting(
+        None, "operator prices YAML: aliases, private prices, discounts"
+    )
 
     def validate(self) -> None:
         from llmobs.errors import ConfigError
@@ -32,3 +35,10 @@ class StreamSettings:
             raise ConfigError("batch_messages must be at least 1")
         if self.batch_wait_s <= 0:
             raise ConfigError("batch_wait_s must be positive")
+        if self.prices_file is not None:
+            from pathlib import Path
+
+            from streams.cost import overrides
+
+            # Read now so that a bad entry stops the start, naming itself.
+            overrides.load(Path(self.prices_file))

@@ -90,6 +90,34 @@ async def test_real_instrumentations_reach_postgres(
     assert len(children) >= 2
     assert {r["trace_id"] for r in children} == {agents[0]["trace_id"]}
 
+    # Every model call with usage is priced from the catalog, exactly.
+    calls = [r for r in rows if r["operation"] in ("chat", "embeddings")]
+    with_usage = [r for r in calls if r["input_tokens"] is not None]
+    assert with_usage
+    for row in with_usage:
+        assert row["cost_status"] == "priced", (
+            row["response_model"],
+            row["cost_match"],
+        )
+        assert row["cost_currency"] == "USD"
+        assert row["cost_catalog"].startswith("genai-prices ")
+        parts = (
+            row["cost_input"]
+            + row["cost_cache_read"]
+            + row["cost_cache_write"]
+            + row["cost_output"]
+            + row["cost_reasoning"]
+        )
+        assert row["cost_total"] == parts
+    assert any(r["cost_total"] > 0 for r in with_usage)
+    assert any(r["cost_cache_read"] > 0 for r in with_usage)
+    assert all(r["cost_status"] == "not_llm_call" for r in agents)
+    assert all(
+        r["cost_status"] in ("no_usage", "priced")
+        for r in calls
+        if r["input_tokens"] is None
+    )
+
 
 async def test_foreign_unkeyed_batches_are_rekeyed_and_bad_input_set_aside(
     pipeline: Pipeline, database_url: str, kafka_bootstrap: str, group_id: str

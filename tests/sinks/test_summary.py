@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import uuid
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -15,6 +16,23 @@ from llmobs.errors import ConfigError
 from sinks import rows, schema, summary
 from sinks.settings import SummarySettings
 from sinks.writer import SpanWriter
+
+# gpt-4o at $2.5 input, $1.25 cache read, $10 output per million tokens, for
+# the genai() defaults: 20 uncached + 100 cached input, 38 + 7 reasoning output.
+GPT_4O_COST = {
+    "status": "priced",
+    "currency": "USD",
+    "input_cost": Decimal("0.00005"),
+    "cache_read_cost": Decimal("0.000125"),
+    "cache_write_cost": Decimal("0"),
+    "output_cost": Decimal("0.00038"),
+    "reasoning_cost": Decimal("0.00007"),
+    "total_cost": Decimal("0.000625"),
+    "reported_cost": None,
+    "catalog": "genai-prices 0.2.3",
+    "match": "exact gpt-4o-2024-08-06",
+    "matched_model": "gpt-4o",
+}
 
 
 @pytest.mark.parametrize(
@@ -41,8 +59,8 @@ def test_parse_since_rejects_bad_windows_naming_the_key(text: str) -> None:
 def test_render_aligns_columns_and_totals() -> None:
     table = summary.render(
         [
-            ("openai", "gpt-4o", "chat", 3, 1, 1200, 300, 100, 0),
-            ("anthropic", "claude", "chat", 1, 0, 5, 6, 0, 2),
+            ("openai", "gpt-4o", "chat", 3, 1, 1200, 300, 100, 0, Decimal("0.0123")),
+            ("anthropic", "claude", "chat", 1, 0, 5, 6, 0, 2, Decimal("1.5")),
         ]
     )
 
@@ -58,8 +76,18 @@ def test_render_aligns_columns_and_totals() -> None:
         "300",
         "100",
         "0",
+        "0.012300",
     ]
-    assert lines[-1].split() == ["total", "4", "1", "1,205", "306", "100", "2"]
+    assert lines[-1].split() == [
+        "total",
+        "4",
+        "1",
+        "1,205",
+        "306",
+        "100",
+        "2",
+        "1.512300",
+    ]
     assert len({len(line) for line in lines[1:] if set(line) <= {"-", " "}}) == 1
 
 
@@ -79,7 +107,7 @@ async def test_summary_groups_by_provider_model_and_operation(
     trace_id = new_trace_id()
     spans = [
         span("a" * 16, genai=genai(response_model=None)),
-        span("b" * 16, status_code="ERROR"),
+        span("b" * 16, status_code="ERROR", cost=GPT_4O_COST),
         span(
             "c" * 16,
             genai=genai(
@@ -100,7 +128,16 @@ async def test_summary_groups_by_provider_model_and_operation(
     text = await summary.summarize(settings)
 
     lines = {tuple(line.split()[:3]): line.split()[3:] for line in text.splitlines()}
-    assert lines[("openai", "gpt-4o", "chat")] == ["1", "0", "120", "45", "100", "7"]
+    free = "0.000000"
+    assert lines[("openai", "gpt-4o", "chat")] == [
+        "1",
+        "0",
+        "120",
+        "45",
+        "100",
+        "7",
+        free,
+    ]
     assert lines[("openai", "gpt-4o-2024-08-06", "chat")] == [
         "1",
         "1",
@@ -108,9 +145,18 @@ async def test_summary_groups_by_provider_model_and_operation(
         "45",
         "100",
         "7",
+        "0.000625",
     ]
-    assert lines[("anthropic", "claude-3", "chat")] == ["1", "0", "10", "5", "0", "0"]
-    assert lines[("-", "-", "-")] == ["1", "0", "0", "0", "0", "0"]
+    assert lines[("anthropic", "claude-3", "chat")] == [
+        "1",
+        "0",
+        "10",
+        "5",
+        "0",
+        "0",
+        free,
+    ]
+    assert lines[("-", "-", "-")] == ["1", "0", "0", "0", "0", "0", free]
     assert text.splitlines()[-1].split() == [
         "total",
         "4",
@@ -119,6 +165,7 @@ async def test_summary_groups_by_provider_model_and_operation(
         "95",
         "200",
         "14",
+        "0.000625",
     ]
 
 

@@ -43,3 +43,34 @@ def test_counters_sum_what_decoding_produced() -> None:
     assert "llmobs_decode_spans_total 6" in text
     assert "llmobs_decode_batches_out_total 2" in text
     assert 'llmobs_decode_dead_letters_total{reason="not_protobuf"} 1' in text
+
+
+def test_cost_statuses_and_unknown_models_are_served() -> None:
+    counters = StageCounters()
+    decoded = decode_safely(
+        synthetic.llm_trace(calls=2).SerializeToString(), None, WHERE
+    )
+    decoded.unknown_models[("vllm", 'odd"name')] += 2
+
+    counters.add(decoded)
+
+    text = counters.prometheus()
+    assert 'llmobs_cost_status_total{status="priced"} 2' in text
+    assert 'llmobs_cost_status_total{status="not_llm_call"} 1' in text
+    assert 'llmobs_cost_status_total{status="unknown_model"} 0' in text
+    assert (
+        'llmobs_cost_unknown_model_spans_total{provider="vllm",model="odd\\"name"} 2'
+        in text
+    )
+
+
+def test_unknown_models_are_bounded() -> None:
+    counters = StageCounters()
+    decoded = decode_safely(b"", None, WHERE)
+    for index in range(app_module.MAX_UNKNOWN_MODELS + 5):
+        decoded.unknown_models[("vllm", f"m{index}")] = 1
+
+    counters.add(decoded)
+
+    assert len(counters.unknown_models) == app_module.MAX_UNKNOWN_MODELS + 1
+    assert counters.unknown_models[("_other", "_other")] == 5

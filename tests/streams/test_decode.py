@@ -142,3 +142,20 @@ def test_one_bad_span_does_not_lose_the_others() -> None:
 
     assert sum(len(b["spans"]) for b in batches.values()) == 2
     assert [d.reason for d in decoded.dead_letters] == [otlp.INVALID_TIMESTAMPS]
+
+
+def test_every_genai_span_is_priced_and_counted() -> None:
+    request = synthetic.llm_trace(calls=3)
+
+    decoded, batches = decode_all(request.SerializeToString())
+
+    (batch,) = batches.values()
+    agent, *calls = batch["spans"]
+    assert agent["cost"]["status"] == "not_llm_call"
+    for call in calls:
+        cost = call["cost"]
+        assert cost["status"] == "priced", cost["match"]
+        assert cost["currency"] == "USD"
+        assert cost["total_cost"] > 0
+    assert decoded.cost_statuses == {"priced": 3, "not_llm_call": 1}
+    assert not decoded.unknown_models
