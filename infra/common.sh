@@ -28,8 +28,15 @@ port_open() {
 }
 
 # pid_alive FILE: true when FILE names a running process.
+# A killed child nobody has reaped yet (a zombie) still answers kill -0, so
+# the process state is read too.
 pid_alive() {
-  [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null
+  [[ -f $1 ]] || return 1
+  local pid state
+  pid=$(cat "$1")
+  kill -0 "$pid" 2>/dev/null || return 1
+  state=$(ps -o stat= -p "$pid" 2>/dev/null) || return 1
+  [[ $state != Z* ]]
 }
 
 # stop_pid FILE NAME: TERM the process in FILE, KILL it after 30 s.

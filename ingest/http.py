@@ -139,28 +139,42 @@ def _decompress(raw: bytes, encoding: str, settings: GatewaySettings) -> bytes:
     if encoding in ("", "identity"):
         return raw
     if encoding == "gzip":
-        decompressor = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        wbits = 16 + zlib.MAX_WBITS
     elif encoding == "deflate":
         # RFC 9110 deflate is zlib-wrapped; some clients send it raw.
         is_zlib = len(raw) >= 2 and (raw[0] << 8 | raw[1]) % 31 == 0
-        decompressor = zlib.decompressobj(wbits=zlib.MAX_WBITS if is_zlib else -15)
+        wbits = zlib.MAX_WBITS if is_zlib else -15
     else:
         raise _Refused(
             415, code_pb2.INVALID_ARGUMENT, f"unsupported encoding {encoding}"
         )
 
     limit = settings.max_request_bytes
-    try:
-        body = decompressor.decompress(raw, limit + 1)
-    except zlib.error as exc:
-        raise _Refused(
-            400, code_pb2.INVALID_ARGUMENT, f"bad {encoding} body: {exc}"
-        ) from exc
-    if len(body) > limit:
-        raise _Refused(413, code_pb2.INVALID_ARGUMENT, _too_large(limit))
-    if not decompressor.eof:
-        raise _Refused(400, code_pb2.INVALID_ARGUMENT, f"truncated {encoding} body")
-    return body
+    parts: list[bytes] = []
+    size = 0
+    rest = raw
+    # A gzip body may hold several members back to back (RFC 1952); each
+    # is inflated in turn, or the spans of all but the first would be lost.
+    while rest:
+        decompressor = zlib.decompressobj(wbits=wbits)
+        try:
+            part = decompressor.decompress(rest, limit + 1 - size)
+        except zlib.error as exc:
+            raise _Refused(
+                400, code_pb2.INVALID_ARGUMENT, f"bad {encoding} body: {exc}"
+            ) from exc
+        size += len(part)
+        if size > limit:
+            raise _Refused(413, code_pb2.INVALID_ARGUMENT, _too_large(limit))
+        if not decompressor.eof:
+            raise _Refused(400, code_pb2.INVALID_ARGUMENT, f"truncated {encoding} body")
+        parts.append(part)
+        rest = decompressor.unused_data
+        if rest and encoding != "gzip":
+            raise _Refused(
+                400, code_pb2.INVALID_ARGUMENT, f"data after the {encoding} stream"
+            )
+    return b"".join(parts)
 
 
 def _too_large(limit: int) -> str:

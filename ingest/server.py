@@ -15,6 +15,7 @@ from ingest.http import build_app
 from ingest.metrics import GatewayMetrics
 from ingest.producer import SpanProducer
 from ingest.settings import GatewaySettings
+from llmobs.errors import StageError
 from llmobs.settings import describe
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,13 @@ class Gateway:
         )
         await self._http.setup()
         site = web.TCPSite(self._http, settings.http_host, settings.http_port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise StageError(
+                f"cannot listen on {settings.http_host}:{settings.http_port} "
+                f"(http_port): {exc.strerror}"
+            ) from exc
         self.http_port = _bound_port(self._http, settings.http_port)
 
         service = TraceService(settings, self._exporter, self.metrics)
@@ -58,9 +65,11 @@ class Gateway:
                 ("grpc.max_send_message_length", settings.max_request_bytes),
             ],
         )
-        self.grpc_port = self._grpc.add_insecure_port(
-            f"{settings.grpc_host}:{settings.grpc_port}"
-        )
+        address = f"{settings.grpc_host}:{settings.grpc_port}"
+        try:
+            self.grpc_port = self._grpc.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise StageError(f"cannot listen on {address} (grpc_port)") from exc
         await self._grpc.start()
         log.info(
             "gateway listening on http :%d and grpc :%d; %s",

@@ -16,9 +16,13 @@ class GatewaySettings:
 
     config_section = "gateway"
 
-    http_host: str = setting("0.0.0.0", "address of the OTLP/HTTP listener")
+    http_host: str = setting(
+        "127.0.0.1", "address of the OTLP/HTTP listener (0.0.0.0 for all)"
+    )
     http_port: int = setting(4318, "port of the OTLP/HTTP listener (0 picks one)")
-    grpc_host: str = setting("0.0.0.0", "address of the OTLP/gRPC listener")
+    grpc_host: str = setting(
+        "127.0.0.1", "address of the OTLP/gRPC listener (0.0.0.0 for all)"
+    )
     grpc_port: int = setting(4317, "port of the OTLP/gRPC listener (0 picks one)")
     kafka_bootstrap: str = setting(DEFAULT_BOOTSTRAP, "Kafka bootstrap servers")
     input_topic: str = setting(

@@ -58,15 +58,23 @@ def flag_name(field_name: str) -> str:
     return "--" + field_name.replace("_", "-")
 
 
-def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
-    """Add one flag per setting of ``cls``; unset flags stay None."""
-    parser.add_argument(
-        "--config",
-        default=None,
-        help=f"YAML config file with settings by name (env {CONFIG_ENV})",
-    )
-    for field in dataclasses.fields(cls):
+def add_flags(
+    parser: argparse.ArgumentParser, cls: type, *, title: str | None = None
+) -> None:
+    """Add one flag per setting of ``cls``; unset flags stay None.
+
+    The first call on a parser also adds ``--config``; ``title`` puts the
+    flags in a group of their own in ``--help``.
+    """
+    if not any("--config" in action.option_strings for action in parser._actions):
         parser.add_argument(
+            "--config",
+            default=None,
+            help=f"YAML config file with settings by name (env {CONFIG_ENV})",
+        )
+    target = parser.add_argument_group(title) if title else parser
+    for field in dataclasses.fields(cls):
+        target.add_argument(
             flag_name(field.name),
             dest=field.name,
             default=None,
@@ -94,7 +102,8 @@ def load(cls: type[T], args: argparse.Namespace | None = None) -> T:
             raw = config.get(field.name)
         if raw is None:
             continue
-        values[field.name] = _convert(field.name, hints[field.name], raw)
+        secret = bool(field.metadata.get("secret"))
+        values[field.name] = _convert(field.name, hints[field.name], raw, secret)
     unknown = sorted(set(config) - known - _shared_keys() - _sections())
     if unknown:
         raise ConfigError(f"unknown setting(s) in config file: {', '.join(unknown)}")
@@ -174,7 +183,7 @@ def _default_of(field: dataclasses.Field[Any]) -> Any:
     return None
 
 
-def _convert(name: str, hint: Any, raw: Any) -> Any:
+def _convert(name: str, hint: Any, raw: Any, secret: bool = False) -> Any:
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         inner = [a for a in typing.get_args(hint) if a is not type(None)]
@@ -185,22 +194,44 @@ def _convert(name: str, hint: Any, raw: Any) -> Any:
     try:
         if hint is bool:
             return _to_bool(raw)
-        if hint in (int, float):
-            return hint(raw)
-        if hint is str:
-            return str(raw)
-        if hint is Path:
-            return Path(raw)
+        if hint is int:
+            return _to_int(raw)
+        if hint is float:
+            return _to_float(raw)
+        if hint in (str, Path):
+            return hint(_scalar(raw))
         if origin is tuple:
             items = raw.split(",") if isinstance(raw, str) else list(raw)
-            return tuple(str(i).strip() for i in items if str(i).strip())
+            return tuple(_scalar(i).strip() for i in items if _scalar(i).strip())
         if origin is dict:
             return _to_mapping(raw)
     except (TypeError, ValueError) as exc:
+        shown = "the given value" if secret else repr(raw)
+        kind = getattr(hint, "__name__", str(hint))
         raise ConfigError(
-            f"setting {name} ({env_name(name)}): cannot read {raw!r} as {hint}"
+            f"setting {name} ({env_name(name)}): cannot read {shown} as {kind}"
         ) from exc
     raise ConfigError(f"setting {name}: unsupported type {hint}")
+
+
+def _scalar(raw: Any) -> str:
+    """Text of a YAML scalar; a list or mapping where text belongs is an error."""
+    if isinstance(raw, (dict, list, tuple, set)):
+        raise TypeError(type(raw).__name__)
+    return str(raw)
+
+
+def _to_int(raw: Any) -> int:
+    # YAML gives 4318.9 and true as float and bool; neither is an integer.
+    if isinstance(raw, (bool, float)):
+        raise ValueError(raw)
+    return int(_scalar(raw).strip())
+
+
+def _to_float(raw: Any) -> float:
+    if isinstance(raw, bool):
+        raise ValueError(raw)
+    return float(_scalar(raw).strip())
 
 
 def _to_bool(raw: Any) -> bool:

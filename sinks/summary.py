@@ -113,10 +113,16 @@ async def summarize(settings: SummarySettings) -> str:
 
 
 async def _wait_until_settled(conn: Any, since: Any, settings: SummarySettings) -> None:
-    """Poll the span count until it is non-zero and steady for ``settle_s``."""
+    """Poll the span count until it is non-zero and steady for ``settle_s``.
+
+    Raises StageError when no span arrived at all within ``wait_s``: a demo
+    or a smoke check that waits for spans must fail when none come.
+    """
     import asyncio
     import sys
     import time
+
+    from llmobs.errors import StageError
 
     deadline = time.monotonic() + settings.wait_s
     last_count, last_change = -1, time.monotonic()
@@ -129,6 +135,8 @@ async def _wait_until_settled(conn: Any, since: Any, settings: SummarySettings) 
         elif count > 0 and now - last_change >= settings.settle_s:
             return
         await asyncio.sleep(0.5)
+    if last_count <= 0:
+        raise StageError(f"no spans arrived within {settings.wait_s:g}s")
 
 
 def render(rows: Sequence[tuple[Any, ...]]) -> str:

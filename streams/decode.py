@@ -20,6 +20,9 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+)
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 import schemas
@@ -31,6 +34,9 @@ if TYPE_CHECKING:
     from streams.cost import Pricer
 
 DEFAULT_TENANT = "default"
+# Records stay well under the broker's 16 MiB message limit; a bigger trace
+# travels as several records.
+MAX_RECORD_BYTES = 4 * 1024 * 1024
 TENANT_RESOURCE_ATTRIBUTE = "tenant.id"
 
 _KIND_NAMES = {value: name for name, value in trace_pb2.Span.SpanKind.items()}
@@ -121,7 +127,9 @@ def decode_message(
 
     # The Collector's kafkaexporter writes otlp_proto by default and
     # otlp_json on request; a JSON object is never valid protobuf here.
-    content_type = otlp.JSON if value[:1] == b"{" else otlp.PROTOBUF
+    # A serialized request starts with field 1's tag (0x0A); JSON with "{",
+    # possibly after white space.
+    content_type = otlp.JSON if value.lstrip()[:1] == b"{" else otlp.PROTOBUF
     try:
         if content_type == otlp.JSON:
             decoded = otlp.decode_json(value)
@@ -237,14 +245,62 @@ def _normalize_request(
                 out.spans += 1
 
     for (_, trace_id), batch in batches.items():
+        _encode_trace(trace_id, batch, codec, out)
+
+
+def _encode_trace(
+    trace_id: str, batch: dict[str, Any], codec: schemas.Codec, out: Decoded
+) -> None:
+    """Encode one trace's batch, halving it until every record fits.
+
+    A record over ``MAX_RECORD_BYTES`` would be refused by the broker, and a
+    value outside Avro's ranges cannot be written at all; either way only the
+    span at fault is dead-lettered, the rest of the trace goes on.
+    """
+    pending = [batch["spans"]]
+    while pending:
+        spans = pending.pop()
+        part = {**batch, "spans": spans}
         try:
-            out.batches.append((trace_id, codec.encode(batch)))
+            value = codec.encode(part)
         except (ValueError, TypeError, OverflowError) as exc:
-            # A value outside Avro's ranges (a 64-bit time past 2**63) must
-            # not take the other traces of the message down with it.
+            if len(spans) > 1:
+                pending.extend(_halves(spans))
+                continue
             out.dead_letters.append(
-                DeadLetter("unencodable", str(exc)[:200], b"", len(batch["spans"]))
+                DeadLetter("unencodable", str(exc)[:200], _span_request(part), 1)
             )
+            continue
+        if len(value) <= MAX_RECORD_BYTES:
+            out.batches.append((trace_id, value))
+        elif len(spans) > 1:
+            pending.extend(_halves(spans))
+        else:
+            detail = f"one span makes a {len(value)} byte record"
+            out.dead_letters.append(
+                DeadLetter("span_too_large", detail, _span_request(part), 1)
+            )
+
+
+def _halves(spans: list[Any]) -> tuple[list[Any], list[Any]]:
+    """The second half first: ``pending`` is a stack, so order is kept."""
+    middle = len(spans) // 2
+    return spans[middle:], spans[:middle]
+
+
+def _span_request(part: dict[str, Any]) -> bytes:
+    """A replayable OTLP request holding the single span of ``part``."""
+    (span,) = part["spans"]
+    origin = part["resources"][span["resource_index"]]
+    request = ExportTraceServiceRequest()
+    resource_spans = request.resource_spans.add()
+    resource_spans.resource.ParseFromString(origin["resource_proto"])
+    resource_spans.schema_url = origin["resource_schema_url"]
+    scope_spans = resource_spans.scope_spans.add()
+    scope_spans.scope.ParseFromString(origin["scope_proto"])
+    scope_spans.schema_url = origin["scope_schema_url"]
+    scope_spans.spans.add().ParseFromString(span["span_proto"])
+    return request.SerializeToString()
 
 
 def _span_record(

@@ -20,6 +20,9 @@ INVALID_TRACE_ID = "invalid_trace_id"
 INVALID_SPAN_ID = "invalid_span_id"
 INVALID_PARENT_SPAN_ID = "invalid_parent_span_id"
 INVALID_TIMESTAMPS = "invalid_timestamps"
+# fixed64 in OTLP, but no signed 64-bit store (Avro, PostgreSQL) holds more;
+# such a time is a bug in the sender, not a date.
+MAX_TIME_UNIX_NANO = 2**63 - 1
 DUPLICATE_SPAN = "duplicate_span"
 INVALID_UTF8 = "invalid_utf8"
 INVALID_PROTOBUF = "invalid_protobuf"
@@ -156,6 +159,8 @@ def check_span(span: Span) -> tuple[str, str] | None:
         return INVALID_TIMESTAMPS, "start time is zero"
     if span.end_time_unix_nano < start_ns:
         return INVALID_TIMESTAMPS, "end time is before start time"
+    if span.end_time_unix_nano > MAX_TIME_UNIX_NANO:
+        return INVALID_TIMESTAMPS, "time is past the year 2262"
     return None
 
 

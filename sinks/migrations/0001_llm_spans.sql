@@ -6,9 +6,10 @@
 -- partition is an error instead of a silent pile-up in a catch-all table.
 --
 -- Idempotent writes: a partitioned table can only enforce a unique key that
--- contains the partition key, so the natural key is (trace_id, span_id,
--- start_time). A replayed span carries the same start time it had the first
--- time, so in effect this is unique on trace id + span id, and
+-- contains the partition key, so the natural key is (tenant, trace_id,
+-- span_id, start_time). A replayed span carries the same start time it had
+-- the first time, so in effect this is unique on tenant + trace id + span id
+-- (tenants never see or drop each other's spans), and
 -- INSERT ... ON CONFLICT DO NOTHING makes replays insert nothing.
 
 CREATE TABLE llm_spans (
@@ -53,7 +54,7 @@ CREATE TABLE llm_spans (
     written_at            timestamptz      NOT NULL DEFAULT now(),
     -- input position of the record, topic[partition] offset
     source                text,
-    CONSTRAINT llm_spans_natural_key UNIQUE (trace_id, span_id, start_time)
+    CONSTRAINT llm_spans_natural_key UNIQUE (tenant, trace_id, span_id, start_time)
 ) PARTITION BY RANGE (start_time);
 
 CREATE INDEX llm_spans_tenant_time_idx ON llm_spans (tenant, start_time);
@@ -63,4 +64,4 @@ CREATE INDEX llm_spans_trace_idx ON llm_spans (trace_id);
 
 COMMENT ON TABLE llm_spans IS
     'One row per span from llm.spans; daily partitions llm_spans_pYYYYMMDD '
-    'created by the sink; unique on (trace_id, span_id, start_time).';
+    'created by the sink; unique on (tenant, trace_id, span_id, start_time).';

@@ -5,9 +5,10 @@
 -- TimescaleDB as rows arrive, so the sink creates no partitions itself.
 --
 -- Idempotent writes: a hypertable can only enforce a unique key that contains
--- the time column, so the natural key is (trace_id, span_id, start_time). A
--- replayed span carries the same start time it had the first time, so in
--- effect this is unique on trace id + span id, and
+-- the time column, so the natural key is (tenant, trace_id, span_id,
+-- start_time). A replayed span carries the same start time it had the first
+-- time, so in effect this is unique on tenant + trace id + span id (tenants
+-- never see or drop each other's spans), and
 -- INSERT ... ON CONFLICT DO NOTHING makes replays insert nothing.
 
 CREATE TABLE llm_spans (
@@ -52,7 +53,7 @@ CREATE TABLE llm_spans (
     written_at            timestamptz      NOT NULL DEFAULT now(),
     -- input position of the record, topic[partition] offset
     source                text,
-    CONSTRAINT llm_spans_natural_key UNIQUE (trace_id, span_id, start_time)
+    CONSTRAINT llm_spans_natural_key UNIQUE (tenant, trace_id, span_id, start_time)
 );
 
 SELECT create_hypertable(
@@ -69,7 +70,7 @@ CREATE INDEX llm_spans_trace_idx ON llm_spans (trace_id);
 
 COMMENT ON TABLE llm_spans IS
     'One row per span from llm.spans; hypertable with one-day chunks '
-    'on start_time; unique on (trace_id, span_id, start_time).';
+    'on start_time; unique on (tenant, trace_id, span_id, start_time).';
 
 -- Chunks older than a week are compressed, segmented by tenant so that
 -- per-tenant queries read only their own segments. Retention is left to the

@@ -208,6 +208,27 @@ async def test_compressed_bodies(
     assert message.value() == raw
 
 
+async def test_every_member_of_a_multi_member_gzip_body_is_read(
+    start_gateway: Callable[..., object],
+    read_topic: Callable[..., object],
+    build_request: BuildRequest,
+) -> None:
+    gateway: Gateway = await start_gateway()
+    first = build_request([TRACE_A]).SerializeToString()
+    second = build_request([TRACE_B]).SerializeToString()
+    # Concatenated protobuf messages merge: the body is one two-trace request.
+    body = gzip.compress(first) + gzip.compress(second)
+
+    status, _, _ = await post(gateway, body, **{"Content-Encoding": "gzip"})
+
+    assert status == 200
+    messages = await read_topic(gateway.settings.input_topic, 2)
+    assert {m.key() for m in messages} == {
+        TRACE_A.hex().encode(),
+        TRACE_B.hex().encode(),
+    }
+
+
 async def test_partial_success_and_dead_letter(
     start_gateway: Callable[..., object],
     read_topic: Callable[..., object],

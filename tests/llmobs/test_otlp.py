@@ -104,6 +104,7 @@ def test_valid_protobuf_is_kept_whole() -> None:
         ({"parent_span_id": b"\x01" * 4}, INVALID_PARENT_SPAN_ID),
         ({"start_time_unix_nano": 0}, INVALID_TIMESTAMPS),
         ({"end_time_unix_nano": START_NS - 1}, INVALID_TIMESTAMPS),
+        ({"end_time_unix_nano": 2**63}, INVALID_TIMESTAMPS),
     ],
 )
 def test_invalid_span_is_rejected_and_others_kept(

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import orjson
+import pytest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
 )
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 import schemas
+import streams.decode as decode_module
 from llmobs import otlp, synthetic, topics
 from streams.decode import Source, decode_message
 
@@ -159,3 +164,44 @@ def test_every_genai_span_is_priced_and_counted() -> None:
         assert cost["total_cost"] > 0
     assert decoded.cost_statuses == {"priced": 3, "not_llm_call": 1}
     assert not decoded.unknown_models
+
+
+def test_a_trace_too_big_for_one_record_travels_as_several(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    request = synthetic.llm_trace(calls=9)
+    span_ids = {s.span_id.hex() for s in request.resource_spans[0].scope_spans[0].spans}
+    one_span_record = len(
+        decode_message(
+            synthetic.llm_trace(calls=0).SerializeToString(), None, SOURCE
+        ).batches[0][1]
+    )
+    monkeypatch.setattr(decode_module, "MAX_RECORD_BYTES", one_span_record * 3)
+
+    decoded = decode_message(request.SerializeToString(), None, SOURCE)
+
+    assert len(decoded.batches) > 1
+    assert all(len(v) <= one_span_record * 3 for _, v in decoded.batches)
+    kept = [s["span_id"] for _, v in decoded.batches for s in CODEC.decode(v)["spans"]]
+    assert sorted(kept) == sorted(span_ids)
+    assert not decoded.dead_letters
+
+
+def test_a_single_span_too_big_is_dead_lettered_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    request = synthetic.llm_trace(calls=2)
+    big = request.resource_spans[0].scope_spans[0].spans[1]
+    big.attributes.append(synthetic.kv("blob", "x" * 50_000))
+    monkeypatch.setattr(decode_module, "MAX_RECORD_BYTES", 40_000)
+
+    decoded = decode_message(request.SerializeToString(), None, SOURCE)
+
+    kept = [s["span_id"] for _, v in decoded.batches for s in CODEC.decode(v)["spans"]]
+    assert len(kept) == 2
+    assert big.span_id.hex() not in kept
+    (letter,) = decoded.dead_letters
+    assert letter.reason == "span_too_large"
+    replayable = ExportTraceServiceRequest.FromString(letter.value)
+    assert replayable.resource_spans[0].scope_spans[0].spans[0] == big
+    assert replayable.resource_spans[0].resource == request.resource_spans[0].resource
