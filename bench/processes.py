@@ -46,6 +46,10 @@ class Pipeline:
         return f"bench-{self.run_id}-llm.dlq"
 
     @property
+    def sampled_topic(self) -> str:
+        return f"bench-{self.run_id}-llm.spans.sampled"
+
+    @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
@@ -60,6 +64,7 @@ class Pipeline:
                 "LLMOBS_INPUT_TOPIC": self.input_topic,
                 "LLMOBS_SPANS_TOPIC": self.spans_topic,
                 "LLMOBS_DLQ_TOPIC": self.dlq_topic,
+                "LLMOBS_SAMPLED_TOPIC": self.sampled_topic,
                 "LLMOBS_APP_ID": f"bench-{self.run_id}-streams",
                 "LLMOBS_GROUP_ID": f"bench-{self.run_id}-sink",
                 "LLMOBS_DATA_DIR": str(REPO / ".local" / "bench" / self.run_id),

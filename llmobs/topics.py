@@ -60,3 +60,16 @@ def ensure_topics(
             if exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
                 continue
             raise RetriableStageError(f"cannot create topic {name}: {exc}") from exc
+
+
+def partition_count(bootstrap: str, topic: str, timeout_s: float = 30.0) -> int:
+    """How many partitions ``topic`` has on the broker."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    try:
+        metadata = admin.list_topics(topic, timeout=timeout_s)
+    except KafkaException as exc:
+        raise RetriableStageError(f"kafka at {bootstrap} unreachable: {exc}") from exc
+    found = metadata.topics.get(topic)
+    if found is None or found.error is not None or not found.partitions:
+        raise RetriableStageError(f"topic {topic} not found on {bootstrap}")
+    return len(found.partitions)

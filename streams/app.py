@@ -11,15 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import faust
 from faust.types import StreamT
 
+from llmobs.errors import RetriableStageError
+from llmobs.retry import Backoff, retry_async
+from llmobs.settings import describe
 from streams.cost import STATUSES, Pricer
 from streams.decode import DeadLetter, Decoded, Source, decode_message
+from streams.sampling.agent import register as register_sampling
+from streams.sampling.settings import SamplingSettings
 from streams.settings import StreamSettings
 
 log = logging.getLogger(__name__)
@@ -110,8 +117,59 @@ def decode_safely(
         return decoded
 
 
-def create_app(settings: StreamSettings) -> faust.App:
-    """Build the Faust app with its topics, agent and metrics page."""
+@dataclass
+class Outgoing:
+    """One record to produce, kept until the broker confirmed it."""
+
+    topic: Any
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]] | None = None
+
+
+DELIVERY_BACKOFF = Backoff(initial_s=0.5, max_s=15.0, deadline_s=math.inf)
+
+
+async def deliver(records: list[Outgoing]) -> None:
+    """Produce ``records``; resend the failed ones until all are delivered."""
+    remaining = records
+
+    async def send_remaining() -> None:
+        nonlocal remaining
+        results = await asyncio.gather(
+            *(_send(record) for record in remaining), return_exceptions=True
+        )
+        failed = [
+            (record, result)
+            for record, result in zip(remaining, results, strict=True)
+            if isinstance(result, Exception)
+        ]
+        remaining = [record for record, _ in failed]
+        if failed:
+            raise RetriableStageError(
+                f"{len(failed)} of {len(results)} records not delivered: "
+                f"{type(failed[0][1]).__name__}: {failed[0][1]}"
+            )
+
+    await retry_async(
+        "delivering decoded records",
+        send_remaining,
+        (RetriableStageError,),
+        DELIVERY_BACKOFF,
+    )
+
+
+async def _send(record: Outgoing) -> Any:
+    future = await record.topic.send(
+        key=record.key, value=record.value, headers=record.headers
+    )
+    return await future
+
+
+def create_app(
+    settings: StreamSettings, sampling: SamplingSettings | None = None
+) -> faust.App:
+    """Build the Faust app: decode agent, tail sampler, metrics page."""
     data_dir = Path(settings.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -145,7 +203,7 @@ def create_app(settings: StreamSettings) -> faust.App:
         async for events in stream.take_events(  # type: ignore[attr-defined]
             settings.batch_messages, within=settings.batch_wait_s
         ):
-            pending: list[Any] = []
+            outgoing: list[Outgoing] = []
             for event in events:
                 message = event.message
                 where = Source(
@@ -157,7 +215,7 @@ def create_app(settings: StreamSettings) -> faust.App:
                 decoded = decode_safely(event.value, event.headers, where, pricer)
                 counters.add(decoded)
                 for key, value in decoded.batches:
-                    pending.append(await spans_out.send(key=key.encode(), value=value))
+                    outgoing.append(Outgoing(spans_out, key.encode(), value))
                 for letter in decoded.dead_letters:
                     log.warning(
                         "dead-lettered %s: %s (%d spans)",
@@ -165,19 +223,31 @@ def create_app(settings: StreamSettings) -> faust.App:
                         letter.reason,
                         letter.spans,
                     )
-                    pending.append(
-                        await dlq_out.send(
-                            key=message.key,
-                            value=letter.value or event.value or b"",
-                            headers=letter.headers(where),
-                        )
-                    )
-            # Delivery of every derived record comes before take_events acks
-            # the batch, so no input offset is committed ahead of its output.
-            await asyncio.gather(*pending)
+                    value = letter.value or event.value or b""
+                    headers = letter.headers(where)
+                    outgoing.append(Outgoing(dlq_out, message.key, value, headers))
+            # take_events acknowledges the batch once this body returns, even
+            # when it raises: delivery is retried here until Kafka has every
+            # derived record, so no input offset is committed ahead of them.
+            await deliver(outgoing)
+
+    sampler = (
+        register_sampling(app, sampling, settings.spans_topic) if sampling else None
+    )
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
-        return web.text(counters.prometheus())
+        text = counters.prometheus()
+        if sampler is not None:
+            text += sampler.metrics.prometheus()
+        return web.text(text)
 
+    log.info(
+        "streams app %s: %s -> %s (bad input to %s); %s",
+        settings.app_id,
+        settings.input_topic,
+        settings.spans_topic,
+        settings.dlq_topic,
+        describe(settings),
+    )
     return app

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 import streams.app as app_module
 from llmobs import synthetic
-from streams.app import StageCounters, decode_safely
+from llmobs.retry import Backoff
+from streams.app import Outgoing, StageCounters, decode_safely, deliver
 from streams.decode import Source
 
 WHERE = Source("otlp_spans", 1, 7)
@@ -74,3 +77,35 @@ def test_unknown_models_are_bounded() -> None:
 
     assert len(counters.unknown_models) == app_module.MAX_UNKNOWN_MODELS + 1
     assert counters.unknown_models[("_other", "_other")] == 5
+
+
+class FlakyTopic:
+    """Accepts sends, but the broker refuses the first ``failures`` of them."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.delivered: list[bytes] = []
+
+    async def send(self, key: bytes | None, value: bytes, headers: object) -> object:
+        future = asyncio.get_running_loop().create_future()
+        if self.failures > 0:
+            self.failures -= 1
+            future.set_exception(ConnectionError("broker went away"))
+        else:
+            self.delivered.append(value)
+            future.set_result(None)
+        return future
+
+
+async def test_delivery_resends_what_failed_until_all_arrive(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(
+        app_module, "DELIVERY_BACKOFF", Backoff(initial_s=0.001, max_s=0.01)
+    )
+    topic = FlakyTopic(failures=3)
+    records = [Outgoing(topic, b"k", f"v{i}".encode()) for i in range(5)]
+
+    await deliver(records)
+
+    assert sorted(topic.delivered) == [f"v{i}".encode() for i in range(5)]

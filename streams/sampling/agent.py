@@ -1,0 +1,131 @@
+"""Binds the sampler to a Faust app: tables, the agent on llm.spans, a timer.
+
+State lives in two tables with in-memory stores backed by changelog topics:
+``sampling-spans`` (buffered batches) and ``sampling-decisions``. Writes name
+their partition explicitly (the trace's input partition), because decisions
+are also made by the timer, outside any stream event. On a rebalance the
+revoked partitions' traces are forgotten here and recovered from the
+changelog by their new owner.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+
+import schemas
+from llmobs import topics
+from streams.sampling import config
+from streams.sampling.sampler import Sampler, parse_batch_key
+from streams.sampling.settings import SamplingSettings
+
+log = logging.getLogger(__name__)
+
+SPANS_TABLE = "sampling-spans"
+DECISIONS_TABLE = "sampling-decisions"
+# Key and value serializers: the tables hold bytes as they are.
+RAW = ("raw", "raw")
+
+
+class TableStore:
+    """``StateStore`` over two Faust tables, partition given per write."""
+
+    def __init__(self, spans: Any, decisions: Any) -> None:
+        self.spans = spans
+        self.decisions = decisions
+
+    def put_batch(self, partition: int, key: bytes, value: bytes) -> None:
+        self.spans.send_changelog(partition, key, value, *RAW)
+        self.spans.data[key] = value
+
+    def delete_batch(self, partition: int, key: bytes) -> None:
+        self.spans.send_changelog(partition, key, None, *RAW)
+        self.spans.data.pop(key, None)
+
+    def put_decision(self, partition: int, trace_id: str, value: bytes) -> None:
+        key = trace_id.encode()
+        self.decisions.send_changelog(partition, key, value, *RAW)
+        self.decisions.data[key] = value
+
+    def delete_decision(self, partition: int, trace_id: str) -> None:
+        key = trace_id.encode()
+        self.decisions.send_changelog(partition, key, None, *RAW)
+        self.decisions.data.pop(key, None)
+
+
+def register(
+    app: faust.App, settings: SamplingSettings, input_topic: str = topics.SPANS
+) -> Sampler | None:
+    """Declare the sampling tables, agent and timer on ``app``.
+
+    The tables get ``app.conf.topic_partitions`` partitions, which must equal
+    the partitions of ``input_topic``. Returns None when sampling is disabled.
+    """
+    if not settings.sampling_enabled:
+        log.info("tail sampling disabled")
+        return None
+    policies = config.load(settings.policies_file)
+    log.info("tail sampling with policies %s", ", ".join(policies.names))
+
+    source = app.topic(input_topic, key_type=bytes, value_type=bytes)
+    sampled = app.topic(settings.sampled_topic, key_type=bytes, value_type=bytes)
+    table_options: dict[str, Any] = {
+        "key_type": bytes,
+        "value_type": bytes,
+        "partitions": app.conf.topic_partitions,
+        "store": "memory://",
+    }
+    spans_table = app.Table(SPANS_TABLE, help="buffered span batches", **table_options)
+    decisions_table = app.Table(DECISIONS_TABLE, help="decisions", **table_options)
+
+    async def send(key: bytes, value: bytes) -> Any:
+        return await sampled.send(key=key, value=value)
+
+    store = TableStore(spans_table, decisions_table)
+    codec = schemas.codec(schemas.SPAN_BATCH)
+    sampler = Sampler(settings, policies, codec, store, send)
+    ready = {"recovered": False}
+
+    @app.agent(source, name="sampling")
+    async def sample(stream: Any) -> None:
+        async for event in stream.events():
+            message = event.message
+            await sampler.on_batch(message.partition, message.offset, event.value)
+
+    @app.timer(settings.decision_tick_s, name="sampling-decide")
+    async def decide_due() -> None:
+        if ready["recovered"]:
+            await sampler.decide_due()
+
+    @spans_table.on_recover
+    async def recovered() -> None:
+        partitions = {
+            tp.partition
+            for tp in app.assignor.assigned_actives()
+            if tp.topic == input_topic
+        }
+        batches = _owned(spans_table.data, partitions)
+        decisions = list(decisions_table.data.items())
+        for key in sampler.restore(batches, decisions, partitions):
+            store.delete_batch(parse_batch_key(key)[1], key)
+        ready["recovered"] = True
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
+        # No decision until recovery has rebuilt the state of what is still ours.
+        ready["recovered"] = False
+
+    return sampler
+
+
+def _owned(data: Any, partitions: set[int]) -> list[tuple[bytes, bytes]]:
+    """Batches of the owned partitions; stale ones of other partitions go."""
+    owned = []
+    for key, value in list(data.items()):
+        if parse_batch_key(key)[1] in partitions:
+            owned.append((key, value))
+        else:
+            data.pop(key, None)
+    return owned

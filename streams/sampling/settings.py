@@ -1,0 +1,59 @@
+"""Settings of the tail sampler, a stage of the stream worker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from llmobs import topics
+from llmobs.errors import ConfigError
+from llmobs.settings import setting, settings_class
+
+# Keep errors, failed and slow model calls, expensive traces and unpriced
+# models; a tenth of the rest, under a rate limit.
+DEFAULT_POLICIES = Path(__file__).with_name("default-policies.yaml")
+
+
+@settings_class
+class SamplingSettings:
+    config_section = "sampling"
+
+    sampling_enabled: bool = setting(True, "run the tail-sampling stage")
+    policies_file: str = setting(
+        str(DEFAULT_POLICIES), "YAML file of sampling policies"
+    )
+    sampled_topic: str = setting(topics.SPANS_SAMPLED, "topic of the kept traces")
+    decision_wait_s: float = setting(
+        30.0, "longest wait after a trace's first span before deciding"
+    )
+    quiet_period_s: float = setting(
+        2.0, "decide this long after the last span once the root span has ended"
+    )
+    decision_tick_s: float = setting(0.5, "how often due traces are decided")
+    max_traces: int = setting(50_000, "traces held at once; more forces decisions")
+    max_spans_per_trace: int = setting(
+        5_000, "spans held for one trace; more forces its decision"
+    )
+    max_bytes_per_trace: int = setting(
+        16 * 1024 * 1024, "bytes held for one trace; more forces its decision"
+    )
+    decision_cache_size: int = setting(
+        1_000_000, "decisions remembered for late spans (durable, by age)"
+    )
+
+    def validate(self) -> None:
+        for name in ("decision_wait_s", "quiet_period_s", "decision_tick_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"setting {name} must be positive")
+        for name in (
+            "max_traces",
+            "max_spans_per_trace",
+            "max_bytes_per_trace",
+            "decision_cache_size",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"setting {name} must be at least 1")
+        if self.decision_cache_size < self.max_traces:
+            raise ConfigError(
+                "setting decision_cache_size must be at least max_traces, or late"
+                " spans of just-decided traces would be decided again"
+            )

@@ -1,0 +1,268 @@
+"""The sampler's logic driven directly: completion, caps, late spans, restore."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+import schemas
+from streams.sampling import policies as p
+from streams.sampling.sampler import Sampler
+from streams.sampling.settings import SamplingSettings
+from tests.streams.sampling.spanbatches import trace_in_batches
+
+CODEC = schemas.codec("span_batch")
+
+
+class MemoryStore:
+    """The tables' changelog as dicts: what a restarted worker would recover."""
+
+    def __init__(self) -> None:
+        self.batches: dict[bytes, bytes] = {}
+        self.decisions: dict[bytes, bytes] = {}
+
+    def put_batch(self, partition: int, key: bytes, value: bytes) -> None:
+        self.batches[key] = value
+
+    def delete_batch(self, partition: int, key: bytes) -> None:
+        self.batches.pop(key, None)
+
+    def put_decision(self, partition: int, trace_id: str, value: bytes) -> None:
+        self.decisions[trace_id.encode()] = value
+
+    def delete_decision(self, partition: int, trace_id: str) -> None:
+        self.decisions.pop(trace_id.encode(), None)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now_s = 1000.0
+
+    def __call__(self) -> float:
+        return self.now_s
+
+
+class Harness:
+    def __init__(self, policies: p.PolicySet, **overrides: Any) -> None:
+        values = {"decision_wait_s": 30.0, "quiet_period_s": 2.0, **overrides}
+        self.settings = SamplingSettings(**values)
+        self.store = MemoryStore()
+        self.clock = Clock()
+        self.sent: list[dict[str, Any]] = []
+        self.offset = 0
+        self.sampler = self.new_sampler(policies)
+
+    def new_sampler(self, policies: p.PolicySet) -> Sampler:
+        return Sampler(
+            self.settings, policies, CODEC, self.store, self.send, clock=self.clock
+        )
+
+    async def send(self, key: bytes, value: bytes) -> Any:
+        self.sent.append(CODEC.decode(value))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    async def feed(self, value: bytes, partition: int = 0) -> None:
+        self.offset += 1
+        await self.sampler.on_batch(partition, self.offset, value)
+
+    def sent_spans(self, trace_id: str) -> set[str]:
+        return {
+            s["span_id"]
+            for r in self.sent
+            if r["trace_id"] == trace_id
+            for s in r["spans"]
+        }
+
+
+KEEP_ALL = p.PolicySet([p.AlwaysSample("all")], [])
+KEEP_ERRORS = p.PolicySet([p.StatusCode("errors", ["ERROR"])], [])
+
+
+async def test_a_trace_is_decided_after_its_root_and_a_quiet_period() -> None:
+    h = Harness(KEEP_ALL)
+    trace_id, batches, span_ids = trace_in_batches(2, [[1, 2], [0]])
+
+    await h.feed(batches[0])
+    h.clock.now_s += 5
+    assert await h.sampler.decide_due() == 0  # no root yet, wait not over
+    await h.feed(batches[1])
+    h.clock.now_s += 1
+    assert await h.sampler.decide_due() == 0  # not quiet yet
+    h.clock.now_s += 1.5
+    assert await h.sampler.decide_due() == 1
+
+    assert h.sent_spans(trace_id) == span_ids
+    assert {(r["sampling_policy"], r["sampling_adjusted_count"]) for r in h.sent} == {
+        ("all", 1.0)
+    }
+    assert h.store.batches == {}
+    assert trace_id.encode() in h.store.decisions
+    assert h.sampler.metrics.triggers["complete"] == 1
+
+
+async def test_decision_wait_decides_a_trace_whose_root_never_comes() -> None:
+    h = Harness(KEEP_ALL)
+    _, batches, _ = trace_in_batches(2, [[1], [2]])
+
+    await h.feed(batches[0])
+    h.clock.now_s += 10
+    await h.feed(batches[1])
+    h.clock.now_s += 20
+    assert await h.sampler.decide_due() == 1
+    assert h.sampler.metrics.triggers["decision_wait"] == 1
+
+
+async def test_late_spans_follow_the_decision_kept_or_dropped() -> None:
+    h = Harness(KEEP_ERRORS)
+    kept_id, kept, kept_spans = trace_in_batches(2, [[2, 0], [1]], error=True)
+    dropped_id, dropped, _ = trace_in_batches(2, [[2, 0], [1]])
+
+    await h.feed(kept[0])
+    await h.feed(dropped[0])
+    h.clock.now_s += 3
+    assert await h.sampler.decide_due() == 2
+    await h.feed(kept[1])
+    await h.feed(dropped[1])
+
+    assert h.sent_spans(kept_id) == kept_spans
+    assert h.sent_spans(dropped_id) == set()
+    assert dict(h.sampler.metrics.late_spans) == {"kept": 1, "dropped": 1}
+
+
+async def test_a_trace_over_the_span_cap_is_decided_early_and_stays_whole() -> None:
+    h = Harness(KEEP_ERRORS, max_spans_per_trace=4)
+    trace_id, batches, span_ids = trace_in_batches(
+        6, [[1, 2], [3, 4, 6], [5, 0]], error=True
+    )
+
+    await h.feed(batches[0])
+    assert h.sent == []
+    await h.feed(batches[1])
+    assert h.sampler.metrics.forced["max_spans_per_trace"] == 1
+    await h.feed(batches[2])
+
+    assert h.sent_spans(trace_id) == span_ids
+    assert len(h.sampler.buffer) == 0
+
+
+async def test_the_trace_cap_forces_the_oldest_trace_out() -> None:
+    h = Harness(KEEP_ALL, max_traces=2, decision_cache_size=10)
+    ids = []
+    for _ in range(3):
+        trace_id, batches, _ = trace_in_batches(1, [[1]])
+        ids.append(trace_id)
+        await h.feed(batches[0])
+        h.clock.now_s += 1
+
+    assert h.sampler.metrics.forced["max_traces"] == 1
+    assert {r["trace_id"] for r in h.sent} == {ids[0]}
+    assert list(h.sampler.buffer.traces) == ids[1:]
+
+
+async def test_a_replayed_input_record_is_not_buffered_twice() -> None:
+    h = Harness(KEEP_ALL)
+    _, batches, _ = trace_in_batches(1, [[1]])
+
+    await h.sampler.on_batch(0, 7, batches[0])
+    await h.sampler.on_batch(0, 7, batches[0])
+
+    assert h.sampler.buffer.spans == 1
+    assert h.sampler.metrics.duplicate_batches == 1
+
+
+async def test_the_decision_cache_is_bounded_and_evictions_are_durable() -> None:
+    h = Harness(KEEP_ALL, max_traces=1, decision_cache_size=2)
+    for _ in range(4):
+        _, batches, _ = trace_in_batches(1, [[1, 0]])
+        await h.feed(batches[0])
+        h.clock.now_s += 3
+        await h.sampler.decide_due()
+
+    assert len(h.sampler.decisions) == 2
+    assert len(h.store.decisions) == 2
+    assert h.sampler.metrics.decision_cache_evictions == 2
+
+
+async def test_restore_rebuilds_pending_traces_and_decisions() -> None:
+    h = Harness(KEEP_ALL)
+    pending_id, pending, _ = trace_in_batches(2, [[1], [2], [0]])
+    decided_id, decided, _ = trace_in_batches(1, [[1, 0], [1]])
+    await h.feed(pending[0])
+    await h.feed(pending[1])
+    await h.feed(decided[0])
+    h.clock.now_s += 3
+    await h.sampler.decide_due()
+    # A crash between the decision and the release leaves a stale batch.
+    h.store.batches[b"%s/0/99" % decided_id.encode()] = next(
+        iter(h.store.batches.values())
+    )
+
+    restarted = h.new_sampler(KEEP_ALL)
+    h.sampler = restarted
+    stale = restarted.restore(
+        list(h.store.batches.items()), list(h.store.decisions.items()), {0}
+    )
+
+    assert stale == [b"%s/0/99" % decided_id.encode()]
+    assert list(restarted.buffer.traces) == [pending_id]
+    assert restarted.buffer.traces[pending_id].first_seen_s == 1000.0
+    await h.feed(pending[2])
+    await h.feed(decided[1])  # late: follows the restored decision
+    h.clock.now_s += 3
+    assert await restarted.decide_due() == 1
+    assert len(h.sent_spans(pending_id)) == 3
+    assert restarted.metrics.late_spans["kept"] == 1
+
+
+async def test_restore_ignores_partitions_owned_by_others() -> None:
+    h = Harness(KEEP_ALL)
+    _, batches, _ = trace_in_batches(1, [[1]])
+    await h.feed(batches[0], partition=2)
+
+    stale = h.new_sampler(KEEP_ALL).restore(list(h.store.batches.items()), [], {0, 1})
+
+    assert stale == []
+
+
+async def test_undecodable_input_is_counted_not_fatal() -> None:
+    h = Harness(KEEP_ALL)
+
+    await h.feed(b"garbage")
+
+    assert h.sampler.metrics.undecodable_batches == 1
+    assert "llmobs_sampling_undecodable_batches_total 1" in (
+        h.sampler.metrics.prometheus()
+    )
+
+
+async def test_a_failed_emit_keeps_the_trace_for_the_next_tick() -> None:
+    h = Harness(KEEP_ALL)
+    trace_id, batches, _ = trace_in_batches(1, [[1, 0]])
+    await h.feed(batches[0])
+    h.clock.now_s += 3
+
+    async def broken(key: bytes, value: bytes) -> Any:
+        raise OSError("broker down")
+
+    h.sampler.send = broken
+    with pytest.raises(OSError):
+        await h.sampler.decide_due()
+    assert trace_id in h.sampler.buffer
+    assert h.sampler.decisions.get(trace_id) is None
+
+    h.sampler.send = h.send
+    assert await h.sampler.decide_due() == 1
+
+
+def test_metrics_page_has_the_counters() -> None:
+    h = Harness(KEEP_ALL)
+    h.sampler.metrics.decided("errors", True, 4, "complete", 1.2)
+    text = h.sampler.metrics.prometheus()
+
+    assert 'llmobs_sampling_decisions_total{policy="errors",decision="kept"} 1' in text
+    assert 'llmobs_sampling_decision_latency_seconds_bucket{le="2.5"} 1' in text
+    assert 'llmobs_sampling_decision_latency_seconds_bucket{le="1.0"} 0' in text
