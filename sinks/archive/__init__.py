@@ -1,0 +1,1 @@
+"""The archive sink: every span as Parquet (zstd) in a Hive-partitioned cold tier."""

@@ -1,0 +1,313 @@
+"""The archive sink worker: llm.spans into Hive-partitioned Parquet objects.
+
+Records are routed span by span into one open file per (Kafka partition,
+Hive folder). A file is rolled (written as zstd Parquet and uploaded) when it
+reaches ``max_file_bytes``, ``max_file_age_s``, or when too many are open.
+After each round of uploads the partition's manifest is written, and only
+then is the offset committed: the first offset of the oldest file still
+open on that partition, or past the last record read. ``layout`` explains why
+replays after a crash write every span exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import pyarrow.parquet as pq
+from confluent_kafka import Message, TopicPartition
+
+import schemas
+from llmobs.errors import RetriableStageError, SchemaError, StageError
+from llmobs.retry import Backoff, retry_async
+from llmobs.settings import describe
+from sinks.archive import layout
+from sinks.archive.layout import Manifest
+from sinks.archive.schema import Rows, start_hour
+from sinks.archive.settings import ArchiveSettings
+from sinks.archive.storage import Store, open_store
+from sinks.consumer import BatchConsumer, Item, LoopSettings, Position
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Records replayed from the archive carry this header; archiving them again
+# would only duplicate what the archive already holds.
+HEADER_REPLAYED = "llmobs.replayed_from"
+
+
+@dataclass
+class OpenFile:
+    """Spans of one Kafka partition and one Hive folder, not yet uploaded."""
+
+    position: Position
+    folder: str
+    first: int
+    last: int
+    opened_s: float = field(default_factory=time.monotonic)
+    rows: Rows = field(default_factory=Rows)
+
+    @property
+    def key(self) -> str:
+        topic, partition = self.position
+        name = layout.object_name(topic, partition, self.first, self.last)
+        return f"{self.folder}/{name}"
+
+
+class ArchiveHandler:
+    """Buffers spans into open files and uploads them, manifest, then commit."""
+
+    def __init__(self, settings: ArchiveSettings, store: Store | None = None) -> None:
+        self.settings = settings
+        self.store = store or open_store(
+            settings.archive_url,
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+            access_key_id=settings.s3_access_key_id,
+            secret_access_key=settings.s3_secret_access_key,
+            multipart_chunk_bytes=settings.multipart_chunk_bytes,
+        )
+        self.low_watermark: Callable[[Position], int | None] = lambda _p: None
+        self.archived_spans = 0
+        self.skipped_spans = 0
+        self.files = 0
+        self.bytes_written = 0
+        self._codec = schemas.codec(schemas.SPAN_BATCH)
+        self._backoff = Backoff(deadline_s=settings.upload_retry_deadline_s)
+        self._open: dict[tuple[Position, str], OpenFile] = {}
+        self._manifests: dict[Position, Manifest] = {}
+        self._read_next: dict[Position, int] = {}
+
+    def decode(self, message: Message) -> Item:
+        headers = message.headers() or []
+        if any(header[0] == HEADER_REPLAYED for header in headers):
+            return Item(message)
+        try:
+            record = self._codec.decode(message.value() or b"")
+        except SchemaError as exc:
+            item = Item(message)
+            item.kill("schema_error", str(exc))
+            return item
+        return Item(message, record, size=len(record["spans"]))
+
+    async def write(
+        self, items: list[Item], stop: asyncio.Event
+    ) -> list[TopicPartition] | None:
+        for item in items:
+            position = item.position
+            self._read_next[position] = max(
+                self._read_next.get(position, 0), item.offset + 1
+            )
+            if item.dead or item.payload is None:
+                continue
+            manifest = await self._manifest(position)
+            try:
+                self._route(item, manifest)
+            except (IndexError, KeyError, TypeError, ValueError, OverflowError) as exc:
+                item.kill("invalid_record", f"{type(exc).__name__}: {exc}")
+
+        due = [
+            f
+            for f in self._open.values()
+            if f.rows.bytes >= self.settings.max_file_bytes
+        ]
+        excess = len(self._open) - self.settings.max_open_files
+        if excess > 0:
+            oldest = sorted(self._open.values(), key=lambda f: f.opened_s)
+            due += [f for f in oldest[:excess] if f not in due]
+        await self._roll(due, stop)
+        return self._commit_offsets({item.position for item in items})
+
+    def _route(self, item: Item, manifest: Manifest) -> None:
+        record = item.payload
+        position = item.position
+        offset = item.offset
+        where = (position[0], position[1], offset)
+        resources = len(record["resources"])
+        for span in record["spans"]:
+            if not 0 <= span["resource_index"] < resources:
+                raise IndexError(f"resource_index {span['resource_index']}")
+        folders: dict[str, str] = {}
+        for span in record["spans"]:
+            hour = start_hour(span)
+            folder = folders.get(str(hour))
+            if folder is None:
+                folder = folders[str(hour)] = layout.hive_dir(record["tenant"], hour)
+            if manifest.covers(folder, offset):
+                self.skipped_spans += 1
+                continue
+            key = (position, folder)
+            open_file = self._open.get(key)
+            if open_file is None:
+                open_file = self._open[key] = OpenFile(position, folder, offset, offset)
+            open_file.last = offset
+            open_file.rows.add(record, span, where)
+
+    async def tick(self, stop: asyncio.Event) -> list[TopicPartition] | None:
+        now_s = time.monotonic()
+        due = [
+            f
+            for f in self._open.values()
+            if now_s - f.opened_s >= self.settings.max_file_age_s
+        ]
+        if not due:
+            return None
+        await self._roll(due, stop)
+        return self._commit_offsets({f.position for f in due})
+
+    async def close(self, stop: asyncio.Event) -> list[TopicPartition] | None:
+        positions = {f.position for f in self._open.values()}
+        await self._roll(list(self._open.values()), stop)
+        return self._commit_offsets(positions | set(self._read_next))
+
+    def revoke(self, positions: set[Position]) -> None:
+        for key in [k for k in self._open if k[0] in positions]:
+            del self._open[key]
+        for position in positions:
+            self._manifests.pop(position, None)
+            self._read_next.pop(position, None)
+
+    async def _manifest(self, position: Position) -> Manifest:
+        manifest = self._manifests.get(position)
+        if manifest is None:
+            key = layout.manifest_key(*position)
+            data = await self._storage(f"reading {key}", self.store.get, key)
+            manifest = Manifest.from_bytes(position[0], position[1], data)
+            self._manifests[position] = manifest
+        return manifest
+
+    async def _roll(self, files: list[OpenFile], stop: asyncio.Event) -> None:
+        if not files:
+            return
+
+        # Step 1: every due file is uploaded (and its stale twins removed).
+        for open_file in files:
+            await self._upload(open_file)
+            del self._open[(open_file.position, open_file.folder)]
+            self._manifests[open_file.position].add(
+                open_file.folder, open_file.first, open_file.last
+            )
+
+        # Step 2: the manifests name the uploads before any offset moves.
+        for position in {f.position for f in files}:
+            manifest = self._manifests[position]
+            low = self.low_watermark(position)
+            if low is not None:
+                manifest.prune(low)
+            key = layout.manifest_key(*position)
+            await self._storage(
+                f"writing {key}", self.store.put, key, manifest.to_bytes()
+            )
+
+    async def _upload(self, open_file: OpenFile) -> None:
+        data = await asyncio.to_thread(self._parquet, open_file.rows)
+        key = open_file.key
+        await self._storage(f"uploading {key}", self.store.put, key, data)
+        await self._drop_superseded(open_file)
+        self.files += 1
+        self.archived_spans += open_file.rows.count
+        self.bytes_written += len(data)
+        log.debug(
+            "uploaded %s: %d spans, %d bytes", key, open_file.rows.count, len(data)
+        )
+
+    def _parquet(self, rows: Rows) -> bytes:
+        out = io.BytesIO()
+        pq.write_table(
+            rows.table(),
+            out,
+            compression="zstd",
+            compression_level=self.settings.zstd_level,
+        )
+        return out.getvalue()
+
+    async def _drop_superseded(self, open_file: OpenFile) -> None:
+        """Delete objects of a crashed run that overlap this upload's range."""
+        topic, partition = open_file.position
+        manifest = self._manifests[open_file.position]
+        prefix = f"{open_file.folder}/{topic}-{partition}-"
+        keys = await self._storage(f"listing {prefix}", self.store.list, prefix)
+        for key in keys:
+            parsed = layout.parse_object_name(key.rpartition("/")[2])
+            if parsed is None or parsed[:2] != (topic, partition):
+                continue
+            first, last = parsed[2], parsed[3]
+            if (first, last) == (open_file.first, open_file.last):
+                continue
+            if manifest.listed(open_file.folder, first, last):
+                continue
+            if first <= open_file.last and open_file.first <= last:
+                log.warning("removing %s, superseded by %s", key, open_file.key)
+                await self._storage(f"deleting {key}", self.store.delete, key)
+
+    async def _storage(self, what: str, call: Callable[..., T], *args: Any) -> T:
+        try:
+            return await retry_async(
+                what,
+                lambda: asyncio.to_thread(call, *args),
+                retriable=(RetriableStageError,),
+                backoff=self._backoff,
+            )
+        except RetriableStageError as exc:
+            raise StageError(
+                f"archive storage unavailable for "
+                f"{self._backoff.deadline_s:.0f}s: {exc}"
+            ) from exc
+
+    def _commit_offsets(self, positions: set[Position]) -> list[TopicPartition]:
+        offsets = []
+        for position in sorted(positions):
+            read_next = self._read_next.get(position)
+            if read_next is None:
+                continue
+            firsts = [f.first for f in self._open.values() if f.position == position]
+            offset = min(firsts) if firsts else read_next
+            offsets.append(TopicPartition(position[0], position[1], offset))
+        return offsets
+
+
+class ArchiveSink:
+    """Runs the archive handler over llm.spans."""
+
+    def __init__(self, settings: ArchiveSettings, store: Store | None = None) -> None:
+        self.settings = settings
+        self.handler = ArchiveHandler(settings, store)
+        self.loop = BatchConsumer(
+            "archive sink",
+            LoopSettings(
+                kafka_bootstrap=settings.kafka_bootstrap,
+                topic=settings.spans_topic,
+                group_id=settings.group_id,
+                dlq_topic=settings.dlq_topic,
+                max_batch_size=settings.max_batch_spans,
+                flush_interval_s=settings.flush_interval_s,
+                max_idle_s=settings.max_idle_s,
+            ),
+            self.handler,
+        )
+        self.handler.low_watermark = self.loop.low_watermark
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Archive until ``stop`` is set (or the topic stays idle), then close."""
+        log.info(
+            "archive sink starting into %s: %s",
+            self.handler.store.describe(),
+            describe(self.settings),
+        )
+        await self.loop.run(stop)
+        h = self.handler
+        log.info(
+            "archive sink stopped: %d spans in %d files (%d bytes), %d already "
+            "archived spans skipped, %d records dead-lettered",
+            h.archived_spans,
+            h.files,
+            h.bytes_written,
+            h.skipped_spans,
+            self.loop.dead_lettered,
+        )
