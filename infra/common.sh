@@ -55,6 +55,9 @@ stop_pid() {
   rm -f "$file"
 }
 
+# need_curl: health checks of HTTP services use curl.
+need_curl() { command -v curl >/dev/null || apt_install curl; }
+
 apt_install() {
   local missing=()
   for pkg in "$@"; do

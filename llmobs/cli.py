@@ -21,6 +21,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gateway": ("ingest.cli", "OTLP/HTTP :4318 and OTLP/gRPC :4317 ingest into Kafka"),
     "streams": ("streams.cli", "Faust worker: decode, normalize, route to llm.spans"),
     "sink": ("sinks.cli", "sink worker: llm.spans into PostgreSQL llm_spans"),
+    "sink-tempo": (
+        "sinks.tempo.cli",
+        "Tempo sink: llm.spans.sampled as OTLP/HTTP to Tempo (or Jaeger)",
+    ),
+    "sink-archive": (
+        "sinks.archive.cli",
+        "archive sink: llm.spans as Parquet in a folder or on S3",
+    ),
     "migrate": ("sinks.migrate_cli", "create or upgrade the database schema"),
     "topics": ("llmobs.topics_cli", "create the pipeline's Kafka topics"),
     "workload": (
@@ -33,9 +41,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "replay": (
         "llmobs.replay",
-        "send OTLP JSON-lines or protobuf files to the pipeline",
+        "send OTLP files, or the Parquet archive, back into the pipeline",
     ),
     "summary": ("sinks.summary", "print what PostgreSQL holds: spans, tokens, errors"),
+    "price": (
+        "streams.cost.cli",
+        "price a model call, or list models seen without a price",
+    ),
 }
 
 
@@ -67,8 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    logs.configure(args.log_level)
     try:
+        logs.configure(args.log_level)
+        # Every command's settings must be known, so that a config file
+        # shared by all processes is checked against all of them.
+        for module_name, _ in COMMANDS.values():
+            importlib.import_module(module_name)
         return int(args._module.run(args) or 0)
     except ConfigError as exc:
         print(f"llmobs {args.command}: configuration error: {exc}", file=sys.stderr)

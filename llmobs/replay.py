@@ -1,4 +1,4 @@
-"""``llmobs replay FILE``: send recorded OTLP trace requests to the pipeline.
+"""``llmobs replay``: send recorded OTLP requests, or the archive, to the pipeline.
 
 Reads OTLP JSON lines (one ExportTraceServiceRequest per line, as the
 Collector's file exporter writes with ``format: json``) or OTLP protobuf
@@ -6,6 +6,8 @@ Collector's file exporter writes with ``format: json``) or OTLP protobuf
 file exporter writes with ``format: proto``, or one bare message per file).
 Sends each request either to the gateway over OTLP/HTTP or straight to the
 input topic, unkeyed, the way the Collector's kafkaexporter does by default.
+With ``--from-archive PATH`` it reads the Parquet archive instead and sends
+its SpanBatch records to ``spans_topic`` (``sinks.archive.replay``).
 """
 
 from __future__ import annotations
@@ -19,10 +21,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
+
 from llmobs import settings as config
 from llmobs import topics
 from llmobs.errors import ConfigError, DecodeError, StageError
 from llmobs.kafka import DEFAULT_BOOTSTRAP
+from llmobs.retry import Backoff, retry_async
 from llmobs.settings import setting, settings_class
 
 log = logging.getLogger(__name__)
@@ -40,37 +45,59 @@ class ReplaySettings:
     api_key: str = setting("", "API key sent to the gateway", secret=True)
     kafka_bootstrap: str = setting(DEFAULT_BOOTSTRAP, "Kafka bootstrap servers")
     input_topic: str = setting(topics.OTLP_SPANS, "topic written with --target kafka")
-    replay_format: str = setting("auto", "auto, jsonl, proto-stream or proto")
+    replay_format: str = setting(
+        "auto", "auto, json (one object), jsonl, proto-stream or proto"
+    )
     concurrency: int = setting(8, "requests in flight to the gateway")
+    from_archive: str | None = setting(
+        None, "replay this archive (folder or s3://bucket/prefix) instead of files"
+    )
+    since: str = setting("24h", "--from-archive: from this time (ISO 8601 or 2h, 7d)")
+    until: str | None = setting(None, "--from-archive: up to this time (unset: now)")
+    tenant: str | None = setting(None, "--from-archive: only this tenant")
+    spans_topic: str = setting(topics.SPANS, "topic written with --from-archive")
+    s3_endpoint_url: str | None = setting(None, "S3 API endpoint override (MinIO)")
+    s3_region: str = setting("us-east-1", "S3 region of --from-archive")
 
     def validate(self) -> None:
         if self.target not in ("gateway", "kafka"):
             raise ConfigError(f"target must be gateway or kafka, not {self.target!r}")
-        if self.replay_format not in ("auto", "jsonl", "proto-stream", "proto"):
+        if self.replay_format not in ("auto", "json", "jsonl", "proto-stream", "proto"):
             raise ConfigError(f"replay_format {self.replay_format!r} is not known")
         if self.concurrency < 1:
             raise ConfigError("concurrency must be at least 1")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("files", nargs="+", type=Path, help="files to replay")
+    parser.add_argument("files", nargs="*", type=Path, help="files to replay")
     config.add_flags(parser, ReplaySettings)
 
 
-def read_requests(path: Path, fmt: str = "auto") -> Iterator[tuple[bytes, str]]:
-    """Yield (body, content type) for each request stored in ``path``."""
+def read_requests(
+    path: Path, fmt: str = "auto", skipped: list[str] | None = None
+) -> Iterator[tuple[bytes, str]]:
+    """Yield (body, content type) for each request stored in ``path``.
+
+    A JSON line that is not an object is logged, named in ``skipped`` and
+    passed over: one bad line must not cost the rest of the file.
+    """
     data = path.read_bytes()
     if fmt == "auto":
         fmt = _guess_format(path, data)
+    if fmt == "json":
+        yield orjson.dumps(orjson.loads(data)), JSON
+        return
     if fmt == "jsonl":
         for number, line in enumerate(data.splitlines(), 1):
             line = line.strip()
             if not line:
                 continue
             if line[:1] != b"{":
-                raise DecodeError(
-                    "invalid_json", f"{path}:{number} is not a JSON object"
-                )
+                where = f"{path}:{number}"
+                log.warning("%s is not a JSON object; skipped", where)
+                if skipped is not None:
+                    skipped.append(where)
+                continue
             yield line, JSON
         return
     if fmt == "proto-stream":
@@ -80,11 +107,21 @@ def read_requests(path: Path, fmt: str = "auto") -> Iterator[tuple[bytes, str]]:
 
 
 def _guess_format(path: Path, data: bytes) -> str:
-    if path.suffix in (".jsonl", ".json") or data.lstrip()[:1] == b"{":
-        return "jsonl"
+    if data.lstrip()[:1] == b"{" or path.suffix in (".jsonl", ".json"):
+        # One pretty-printed request, or one request per line.
+        return "json" if _is_one_json_object(data) else "jsonl"
     if _is_length_prefixed(data):
         return "proto-stream"
     return "proto"
+
+
+def _is_one_json_object(data: bytes) -> bool:
+    if b"\n" not in data.strip():
+        return False
+    try:
+        return isinstance(orjson.loads(data), dict)
+    except orjson.JSONDecodeError:
+        return False
 
 
 def _is_length_prefixed(data: bytes) -> bool:
@@ -123,9 +160,11 @@ class Progress:
         self.bytes += size
         self.failed += 0 if ok else 1
         now = time.monotonic()
-        if now - self._shown >= 0.5:
+        # A terminal gets one line redrawn; a log file a line every 10 s.
+        interactive = sys.stderr.isatty()
+        if now - self._shown >= (0.5 if interactive else 10.0):
             self._shown = now
-            self.show(end="\r")
+            self.show(end="\r" if interactive else "\n")
 
     def show(self, end: str = "\n") -> None:
         elapsed_s = max(time.monotonic() - self._started, 1e-9)
@@ -150,16 +189,26 @@ async def _to_gateway(
     )
     slots = asyncio.Semaphore(settings.concurrency)
 
+    async def post(session: aiohttp.ClientSession, body: bytes, kind: str) -> None:
+        async with session.post(
+            url, data=body, headers={**headers, "Content-Type": kind}
+        ) as response:
+            await response.read()
+            if response.status in RETRIABLE_STATUSES:
+                raise GatewayBusy(response.status)
+            if response.status != 200:
+                log.warning("gateway answered %d", response.status)
+            progress.add(len(body), response.status == 200)
+
     async def send(session: aiohttp.ClientSession, body: bytes, kind: str) -> None:
         try:
-            async with session.post(
-                url, data=body, headers={**headers, "Content-Type": kind}
-            ) as response:
-                await response.read()
-                if response.status != 200:
-                    log.warning("gateway answered %d", response.status)
-                progress.add(len(body), response.status == 200)
-        except aiohttp.ClientError as exc:
+            await retry_async(
+                "replaying a request",
+                lambda: post(session, body, kind),
+                (GatewayBusy, aiohttp.ClientConnectionError),
+                REPLAY_BACKOFF,
+            )
+        except (GatewayBusy, aiohttp.ClientError) as exc:
             log.warning("gateway request failed: %s", exc)
             progress.add(len(body), False)
         finally:
@@ -167,11 +216,27 @@ async def _to_gateway(
 
     async with aiohttp.ClientSession() as session:
         tasks = []
-        for body, kind in bodies:
-            await slots.acquire()
-            tasks.append(asyncio.create_task(send(session, body, kind)))
-        await asyncio.gather(*tasks)
+        try:
+            for body, kind in bodies:
+                await slots.acquire()
+                tasks.append(asyncio.create_task(send(session, body, kind)))
+        finally:
+            # Requests already sent finish before the session closes, also
+            # when reading the next body failed.
+            await asyncio.gather(*tasks)
     return progress
+
+
+RETRIABLE_STATUSES = (429, 502, 503, 504)
+REPLAY_BACKOFF = Backoff(initial_s=0.5, max_s=10.0, deadline_s=120.0)
+
+
+class GatewayBusy(Exception):
+    """The gateway asked for the request again later (429, 503)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"gateway answered {status}")
+        self.status = status
 
 
 def _to_kafka(
@@ -212,17 +277,49 @@ def _to_kafka(
 
 def run(args: argparse.Namespace) -> int:
     settings = config.load(ReplaySettings, args)
+    if settings.from_archive is not None:
+        return _from_archive(settings, settings.from_archive)
+    if not args.files:
+        raise ConfigError("name files to replay, or --from-archive PATH")
     missing = [str(p) for p in args.files if not p.is_file()]
     if missing:
         raise ConfigError(f"no such file: {', '.join(missing)}")
 
+    skipped: list[str] = []
+
     def bodies() -> Iterator[tuple[bytes, str]]:
         for path in args.files:
-            yield from read_requests(path, settings.replay_format)
+            yield from read_requests(path, settings.replay_format, skipped)
 
     if settings.target == "kafka":
         progress = _to_kafka(settings, bodies())
     else:
         progress = asyncio.run(_to_gateway(settings, bodies()))
     progress.show()
-    return 1 if progress.failed else 0
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable lines", file=sys.stderr)
+    return 1 if progress.failed or skipped else 0
+
+
+def _from_archive(settings: ReplaySettings, path: str) -> int:
+    from sinks.archive.replay import parse_time, replay_archive
+    from sinks.archive.storage import open_store
+
+    since = parse_time(settings.since)
+    until = parse_time(settings.until) if settings.until else parse_time("0m")
+    if until <= since:
+        raise ConfigError("until must be later than since")
+    store = open_store(
+        path,
+        endpoint_url=settings.s3_endpoint_url,
+        region=settings.s3_region,
+    )
+    replay_archive(
+        store,
+        settings.kafka_bootstrap,
+        settings.spans_topic,
+        since,
+        until,
+        settings.tenant,
+    )
+    return 0

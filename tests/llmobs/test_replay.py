@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
+import orjson
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -57,12 +58,30 @@ def test_truncated_stream_is_a_clear_error(tmp_path: Path) -> None:
         list(read_requests(path, "proto-stream"))
 
 
-def test_a_line_that_is_not_json_names_its_place(tmp_path: Path) -> None:
+def test_a_line_that_is_not_json_is_named_and_skipped(tmp_path: Path) -> None:
     path = tmp_path / "bad.jsonl"
-    path.write_text('{"resourceSpans": []}\nnot json\n')
+    path.write_text('{"resourceSpans": []}\nnot json\n{"resourceSpans": [{}]}\n')
+    skipped: list[str] = []
 
-    with pytest.raises(DecodeError, match=r"bad\.jsonl:2"):
-        list(read_requests(path, "jsonl"))
+    bodies = list(read_requests(path, "jsonl", skipped))
+
+    assert len(bodies) == 2
+    assert skipped == [f"{path}:2"]
+
+
+def test_a_pretty_printed_json_file_is_one_request(tmp_path: Path) -> None:
+    request = synthetic.llm_trace(calls=1)
+    path = tmp_path / "one.json"
+    path.write_bytes(
+        orjson.dumps(
+            orjson.loads(synthetic.otlp_json(request)), option=orjson.OPT_INDENT_2
+        )
+    )
+
+    ((body, kind),) = list(read_requests(path))
+
+    assert kind == JSON
+    assert orjson.loads(body) == orjson.loads(synthetic.otlp_json(request))
 
 
 def test_unknown_target_is_a_config_error() -> None:

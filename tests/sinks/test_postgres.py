@@ -169,6 +169,29 @@ async def test_replay_with_a_new_group_inserts_nothing(
     assert len(await spans_of(db, *trace_ids)) == 10
 
 
+async def test_the_same_ids_under_two_tenants_are_two_spans(
+    db: asyncpg.Connection,
+    new_topic: Callable[..., str],
+    produce: Any,
+    sink_settings: Any,
+) -> None:
+    topic = new_topic("sink-tenants", 1)
+    trace_id = new_trace_id()
+    produce(
+        topic,
+        [
+            encode(span_batch(trace_id, [span("c" * 16)], tenant=tenant))
+            for tenant in ("team-a", "team-b")
+        ],
+    )
+
+    sink = await run_sink(sink_settings(topic))
+
+    assert sink.written_spans == 2
+    rows = await spans_of(db, trace_id)
+    assert sorted(r["tenant"] for r in rows) == ["team-a", "team-b"]
+
+
 async def test_garbage_goes_to_dlq_and_later_records_are_written(
     db: asyncpg.Connection,
     new_topic: Callable[..., str],
