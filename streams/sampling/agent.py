@@ -71,6 +71,10 @@ def register(
 
     source = app.topic(input_topic, key_type=bytes, value_type=bytes)
     sampled = app.topic(settings.sampled_topic, key_type=bytes, value_type=bytes)
+    # TODO(#4): buffered spans live in memory, bounded by the caps and
+    # rebuilt from the changelog at start; a RocksDB store would move them to
+    # disk, but Faust's store picks the partition from the current event and
+    # decisions are taken by a timer outside any event.
     table_options: dict[str, Any] = {
         "key_type": bytes,
         "value_type": bytes,
