@@ -37,10 +37,8 @@ up() {
   start_process gateway
   start_process streams --data-dir "$LOCAL_DIR/streams"
   start_process sink
-  # Until the tail sampler writes llm.spans.sampled, the Tempo sink exports
-  # every span of llm.spans (to Jaeger locally; Tempo in production).
-  start_process sink-tempo --sampled-topic llm.spans \
-    --otlp-endpoint http://127.0.0.1:24318
+  # Kept traces go to Jaeger locally; to Tempo's distributor in production.
+  start_process sink-tempo --otlp-endpoint http://127.0.0.1:24318
   start_process sink-archive --archive-url "$LOCAL_DIR/archive"
   wait_for "gateway" 60 port_open 4318
   wait_for "streams worker" 90 port_open 6066

@@ -19,6 +19,8 @@ SCHEMA_VERSION = "1"
 
 _TS = pa.timestamp("ns", tz="UTC")
 _STRINGS = pa.list_(pa.string())
+# Money stays exact, as in the cost record and in PostgreSQL's NUMERIC(38,12).
+MONEY = pa.decimal128(38, 12)
 
 SCHEMA = pa.schema(
     [
@@ -54,7 +56,9 @@ SCHEMA = pa.schema(
         pa.field("normalization_issues", _STRINGS),
         pa.field("genai_sources_json", pa.string()),
         pa.field("has_genai", pa.bool_(), nullable=False),
-        pa.field("cost_usd", pa.float64()),
+        pa.field("cost_status", pa.string()),
+        pa.field("cost_currency", pa.string()),
+        pa.field("cost_total", MONEY),
         pa.field("cost_json", pa.string()),
         pa.field("attributes_json", pa.string(), nullable=False),
         pa.field("events_json", pa.string(), nullable=False),
@@ -92,8 +96,6 @@ _GENAI_COLUMNS = (
     "error_type",
     "reported_cost",
 )
-# Names under which a cost record may carry its total, newest first.
-_COST_TOTAL_KEYS = ("total_usd", "total_cost", "total")
 
 
 class Rows:
@@ -140,7 +142,9 @@ class Rows:
         c["has_genai"].append(genai is not None)
 
         cost = span.get("cost")
-        c["cost_usd"].append(_cost_total(cost))
+        c["cost_status"].append(cost["status"] if cost else None)
+        c["cost_currency"].append(cost.get("currency") if cost else None)
+        c["cost_total"].append(cost.get("total_cost") if cost else None)
         c["cost_json"].append(
             orjson.dumps(cost, default=_json_default).decode() if cost else None
         )
@@ -171,16 +175,6 @@ def start_hour(span: dict[str, Any]) -> datetime:
     """The UTC hour a span started in: its Hive partition."""
     start_s = span["start_unix_nano"] // 1_000_000_000
     return datetime.fromtimestamp(start_s - start_s % 3600, UTC)
-
-
-def _cost_total(cost: dict[str, Any] | None) -> float | None:
-    if not cost:
-        return None
-    for key in _COST_TOTAL_KEYS:
-        value = cost.get(key)
-        if isinstance(value, (int, float, Decimal)):
-            return float(value)
-    return None
 
 
 def _json_default(value: Any) -> Any:
