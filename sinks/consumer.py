@@ -6,6 +6,7 @@ steps, in order: the handler makes it durable (or says which records are
 dead), the dead letters are confirmed by the DLQ topic, then the offsets the
 handler releases are committed. A crash between steps replays the batch, so
 delivery is at-least-once; idempotent handlers make storage exactly-once.
+Every ``PROGRESS_EVERY_S`` the loop logs its counters, when they changed.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from confluent_kafka import (
     Consumer,
@@ -42,6 +43,8 @@ MAX_DETAIL_CHARS = 500
 JOIN_GRACE_S = 30.0
 
 Position = tuple[str, int]
+# records, batches, dead-lettered, lag, the handler's own counters
+Progress = tuple[int, int, int, int | None, str]
 
 
 @dataclass
@@ -100,6 +103,14 @@ class BatchHandler(Protocol):
         """Forget buffered state of partitions this worker no longer owns."""
 
 
+@runtime_checkable
+class ReportsProgress(Protocol):
+    """Optional for a handler: its own counters, appended to the progress line."""
+
+    def progress(self) -> str:
+        """E.g. ``"120 spans written, 3 duplicates"``; never record contents."""
+
+
 @dataclass(frozen=True)
 class LoopSettings:
     """The knobs of the loop, copied from a sink's settings."""
@@ -111,6 +122,9 @@ class LoopSettings:
     max_batch_size: int
     flush_interval_s: float
     max_idle_s: float | None
+    # Take only as many records per poll as the batch has room for, judged by
+    # the mean size of the records seen so far, so batches stay near the size.
+    bounded_polls: bool = False
 
 
 def next_offsets(items: Sequence[Item]) -> list[TopicPartition]:
@@ -133,6 +147,7 @@ class BatchConsumer:
         self.dead_lettered = 0
         self._items: list[Item] = []
         self._size = 0
+        self._seen_size = 0
         self._started_s = 0.0
         self._dlq_errors: list[KafkaError] = []
         self._consumer: Any = None
@@ -167,13 +182,14 @@ class BatchConsumer:
     async def _loop(self, stop: asyncio.Event) -> None:
         s = self.settings
         self._active_s = last_progress_s = time.monotonic()
+        last_progress = self._progress()
         while not stop.is_set():
             wait_s = CONSUME_MAX_WAIT_S
             if self._items:
                 due_s = self._started_s + s.flush_interval_s - time.monotonic()
                 wait_s = max(0.0, min(wait_s, due_s))
             messages = await asyncio.to_thread(
-                self._consumer.consume, CONSUME_MAX_MESSAGES, wait_s
+                self._consumer.consume, self._room(), wait_s
             )
             now_s = time.monotonic()
             if messages:
@@ -189,13 +205,7 @@ class BatchConsumer:
 
             if now_s - last_progress_s >= PROGRESS_EVERY_S:
                 last_progress_s = now_s
-                log.info(
-                    "%s progress: %d records, %d batches, %d dead-lettered",
-                    self.name,
-                    self.consumed_records,
-                    self.batches,
-                    self.dead_lettered,
-                )
+                last_progress = self._log_progress(last_progress)
 
             idle_s = now_s - self._active_s
             limit_s = s.max_idle_s
@@ -204,6 +214,50 @@ class BatchConsumer:
             if limit_s is not None and idle_s >= limit_s:
                 log.info("%s: no new records for %.1fs; stopping", self.name, idle_s)
                 return
+
+    def _room(self) -> int:
+        """How many records the next poll may take."""
+        if not self.settings.bounded_polls:
+            return CONSUME_MAX_MESSAGES
+        size_per_record = max(1, self._seen_size // max(1, self.consumed_records))
+        free_size = self.settings.max_batch_size - self._size
+        return max(1, min(CONSUME_MAX_MESSAGES, free_size // size_per_record))
+
+    def _progress(self) -> Progress:
+        handler = self.handler
+        extra = handler.progress() if isinstance(handler, ReportsProgress) else ""
+        return (
+            self.consumed_records,
+            self.batches,
+            self.dead_lettered,
+            self._lag(),
+            f", {extra}" if extra else "",
+        )
+
+    def _log_progress(self, last: Progress) -> Progress:
+        """Log the counters unless they still read as on the last line."""
+        progress = self._progress()
+        if progress == last:
+            return last
+        log.info(
+            "%s progress: %d records, %d batches, %d dead-lettered, lag %s%s",
+            self.name,
+            *progress,
+        )
+        return progress
+
+    def _lag(self) -> int | None:
+        """Records behind the high watermark, from cached broker data."""
+        try:
+            positions = self._consumer.position(self._consumer.assignment())
+            lag = 0
+            for tp in positions:
+                _low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+                if tp.offset >= 0 and high >= 0:
+                    lag += max(0, high - tp.offset)
+        except KafkaException:
+            return None
+        return lag
 
     def low_watermark(self, position: Position) -> int | None:
         """The oldest offset Kafka still holds for ``position``, if known."""
@@ -227,6 +281,7 @@ class BatchConsumer:
                 continue
             item = self.handler.decode(message)
             self.consumed_records += 1
+            self._seen_size += item.size
             if not self._items:
                 self._started_s = time.monotonic()
             self._items.append(item)
