@@ -1,14 +1,11 @@
-"""``llmobs sink-tempo``: export sampled spans to Tempo until SIGTERM or SIGINT."""
+"""``llmobs sink-tempo``: export kept traces to Tempo until SIGTERM or SIGINT."""
 
 from __future__ import annotations
 
 import argparse
-import logging
 
 from llmobs import settings as config
 from sinks.tempo.settings import TempoSettings
-
-log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,34 +13,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import asyncio
-
-    settings = config.load(TempoSettings, args)
-    asyncio.run(_serve(settings))
-    return 0
-
-
-async def _serve(settings: TempoSettings) -> None:
-    import asyncio
-    import signal
-
-    from llmobs.topics import ensure_topics
+    from sinks.serve import serve
     from sinks.tempo.worker import TempoSink
 
-    await asyncio.to_thread(
-        ensure_topics,
+    settings = config.load(TempoSettings, args)
+    return serve(
         settings.kafka_bootstrap,
         (settings.sampled_topic, settings.dlq_topic),
+        TempoSink(settings).run,
     )
-
-    stop = asyncio.Event()
-
-    def request_stop(name: str) -> None:
-        log.info("%s received; finishing the current batch", name)
-        stop.set()
-
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, request_stop, sig.name)
-
-    await TempoSink(settings).run(stop)
