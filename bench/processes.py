@@ -32,6 +32,7 @@ class Pipeline:
     http_port: int = field(default_factory=free_port)
     grpc_port: int = field(default_factory=free_port)
     web_port: int = field(default_factory=free_port)
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def input_topic(self) -> str:
@@ -53,7 +54,8 @@ class Pipeline:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
-    def env(self) -> dict[str, str]:
+    def env(self, name: str = "sink") -> dict[str, str]:
+        """The environment of process ``name``: every sink its own group."""
         env = dict(os.environ)
         env.update(
             {
@@ -66,10 +68,11 @@ class Pipeline:
                 "LLMOBS_DLQ_TOPIC": self.dlq_topic,
                 "LLMOBS_SAMPLED_TOPIC": self.sampled_topic,
                 "LLMOBS_APP_ID": f"bench-{self.run_id}-streams",
-                "LLMOBS_GROUP_ID": f"bench-{self.run_id}-sink",
+                "LLMOBS_GROUP_ID": f"bench-{self.run_id}-{name}",
                 "LLMOBS_DATA_DIR": str(REPO / ".local" / "bench" / self.run_id),
             }
         )
+        env.update(self.extra_env)
         return env
 
 
@@ -85,7 +88,7 @@ def running(pipeline: Pipeline, *names: str) -> Iterator[list[subprocess.Popen[b
                 procs.append(
                     subprocess.Popen(
                         [sys.executable, "-m", "llmobs.cli", name],
-                        env=pipeline.env(),
+                        env=pipeline.env(name),
                         stdout=log,
                         stderr=subprocess.STDOUT,
                         cwd=REPO,

@@ -1,24 +1,35 @@
-"""The whole pipeline as operators run it: gateway, streams, sink processes.
+"""The whole pipeline as operators run it: the ``llmobs`` processes.
 
-Each test starts the three ``llmobs`` processes with their own topics,
-consumer groups and ports, sends real input, and reads the rows back from
-PostgreSQL.
+Each test starts the processes it needs (gateway, streams worker, sinks)
+with their own topics, consumer groups and ports, sends real input, and reads
+it back where it lands: PostgreSQL rows, the sampled topic, the trace
+backend.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gzip
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import aiohttp
 import asyncpg
 import pytest
+from aiohttp import web
 from confluent_kafka import Consumer, Producer
+from jaeger_traces import canonical, fetch_trace, require_jaeger
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+)
+from opentelemetry.proto.trace.v1 import trace_pb2
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+import schemas
 from bench.processes import Pipeline, running
 from llmobs import synthetic
 from llmobs.topics import HEADER_DLQ_REASON, ensure_topics
@@ -189,3 +200,167 @@ async def test_replay_of_a_json_lines_file_through_the_gateway(
     assert replay.returncode == 0, replay.stderr[-2000:]
     rows = await rows_of(database_url, tenant, 8)
     assert len(rows) == 8
+
+
+@pytest.fixture
+async def tee(pipeline_to_tempo: Pipeline) -> AsyncIterator[Tee]:
+    """An OTLP/HTTP receiver that keeps a copy of what the app sent."""
+    recorder = Tee(pipeline_to_tempo.endpoint)
+    await recorder.start()
+    yield recorder
+    await recorder.stop()
+
+
+@pytest.fixture
+def pipeline_to_tempo(kafka_bootstrap: str) -> Iterator[Pipeline]:
+    """Gateway, streams worker (with the sampler) and the Tempo sink."""
+    pipe = Pipeline(extra_env={"LLMOBS_OTLP_ENDPOINT": require_jaeger()})
+    ensure_topics(
+        kafka_bootstrap,
+        (pipe.input_topic, pipe.spans_topic, pipe.dlq_topic, pipe.sampled_topic),
+        partitions=3,
+    )
+    with running(pipe, "gateway", "streams", "sink-tempo"):
+        yield pipe
+
+
+class Tee:
+    """Records each OTLP/HTTP request body, then forwards it to the gateway."""
+
+    def __init__(self, gateway: str) -> None:
+        self.gateway = gateway
+        self.requests: list[ExportTraceServiceRequest] = []
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/traces", self._forward)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _forward(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        raw = (
+            gzip.decompress(body)
+            if request.headers.get("Content-Encoding") == "gzip"
+            else body
+        )
+        self.requests.append(ExportTraceServiceRequest.FromString(raw))
+        headers = {
+            k: v
+            for k, v in request.headers.items()
+            if k in ("Content-Type", "Content-Encoding", "Authorization")
+        }
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"{self.gateway}/v1/traces", data=body, headers=headers
+            ) as answer,
+        ):
+            return web.Response(
+                status=answer.status,
+                body=await answer.read(),
+                content_type=answer.content_type,
+            )
+
+    def spans_by_trace(self) -> dict[str, dict[str, Span]]:
+        found: dict[str, dict[str, Span]] = {}
+        for request in self.requests:
+            for resource_spans in request.resource_spans:
+                for scope_spans in resource_spans.scope_spans:
+                    for span in scope_spans.spans:
+                        trace = found.setdefault(span.trace_id.hex(), {})
+                        trace[span.span_id.hex()] = span
+        return found
+
+
+def kept_spans(bootstrap: str, topic: str, group: str) -> dict[str, set[str]]:
+    """Span ids per trace on the sampled topic, read until it goes quiet."""
+    codec = schemas.codec(schemas.SPAN_BATCH)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe([topic])
+    kept: dict[str, set[str]] = {}
+    deadline = time.monotonic() + 120
+    last_new = time.monotonic()
+    try:
+        while time.monotonic() < deadline:
+            message = consumer.poll(1.0)
+            if message is None or message.error():
+                if kept and time.monotonic() - last_new > 10:
+                    break
+                continue
+            batch = codec.decode(message.value())
+            kept.setdefault(batch["trace_id"], set()).update(
+                s["span_id"] for s in batch["spans"]
+            )
+            last_new = time.monotonic()
+    finally:
+        consumer.close()
+    return kept
+
+
+ERROR = trace_pb2.Status.STATUS_CODE_ERROR
+
+
+def without_cost(span: Span) -> Span:
+    copy = Span()
+    copy.CopyFrom(span)
+    kept = [kv for kv in copy.attributes if not kv.key.startswith("llmobs.cost.")]
+    del copy.attributes[:]
+    copy.attributes.extend(kept)
+    return copy
+
+
+async def test_kept_traces_in_the_trace_backend_equal_what_the_apps_sent(
+    pipeline_to_tempo: Pipeline, tee: Tee, kafka_bootstrap: str, group_id: str
+) -> None:
+    tenant = f"e2e-{uuid.uuid4().hex[:8]}"
+    results = await run_workload(WorkloadSettings(otlp_endpoint=tee.url, tenant=tenant))
+    assert all(r.ok for r in results), results
+    emitted = tee.spans_by_trace()
+
+    kept = await asyncio.to_thread(
+        kept_spans, kafka_bootstrap, pipeline_to_tempo.sampled_topic, group_id
+    )
+
+    assert kept, "the sampler kept no trace"
+    assert set(kept) <= set(emitted)
+    errors = {
+        trace_id
+        for trace_id, spans in emitted.items()
+        if any(
+            s.status.code == trace_pb2.Status.STATUS_CODE_ERROR for s in spans.values()
+        )
+    }
+    assert errors and errors <= set(kept), "every trace with an error is kept"
+    priced = 0
+    for trace_id, span_ids in kept.items():
+        assert span_ids == set(emitted[trace_id]), "a kept trace is complete"
+        stored = await asyncio.to_thread(fetch_trace, trace_id, len(span_ids))
+        back = {
+            span.span_id.hex(): span
+            for rs in stored.resource_spans
+            for ss in rs.scope_spans
+            for span in ss.spans
+        }
+        assert set(back) == span_ids
+        for span_id, span in emitted[trace_id].items():
+            assert canonical(without_cost(back[span_id])) == canonical(span)
+            keys = {kv.key for kv in back[span_id].attributes}
+            priced += "llmobs.cost.total" in keys
+    assert priced, "priced spans carry their cost into the trace backend"
