@@ -51,6 +51,14 @@ class Pipeline:
         return f"bench-{self.run_id}-llm.spans.sampled"
 
     @property
+    def metrics_topic(self) -> str:
+        return f"bench-{self.run_id}-llm.metrics.1m"
+
+    @property
+    def alerts_topic(self) -> str:
+        return f"bench-{self.run_id}-llm.alerts"
+
+    @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
@@ -67,6 +75,8 @@ class Pipeline:
                 "LLMOBS_SPANS_TOPIC": self.spans_topic,
                 "LLMOBS_DLQ_TOPIC": self.dlq_topic,
                 "LLMOBS_SAMPLED_TOPIC": self.sampled_topic,
+                "LLMOBS_METRICS_TOPIC": self.metrics_topic,
+                "LLMOBS_ALERTS_TOPIC": self.alerts_topic,
                 "LLMOBS_APP_ID": f"bench-{self.run_id}-streams",
                 "LLMOBS_GROUP_ID": f"bench-{self.run_id}-{name}",
                 "LLMOBS_DATA_DIR": str(REPO / ".local" / "bench" / self.run_id),

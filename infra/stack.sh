@@ -9,7 +9,7 @@ source "$(dirname "$0")/common.sh"
 INFRA="$REPO_DIR/infra"
 LLMOBS="$REPO_DIR/.venv/bin/llmobs"
 RUN_DIR="$LOCAL_DIR/run"
-PROCESSES=(gateway streams sink sink-tempo sink-archive)
+PROCESSES=(gateway streams sink sink-tempo sink-archive sink-metrics)
 mkdir -p "$RUN_DIR"
 
 services() {
@@ -40,6 +40,7 @@ up() {
   # Kept traces go to Jaeger locally; to Tempo's distributor in production.
   start_process sink-tempo --otlp-endpoint http://127.0.0.1:24318
   start_process sink-archive --archive-url "$LOCAL_DIR/archive"
+  start_process sink-metrics
   wait_for "gateway" 60 port_open 4318
   wait_for "streams worker" 90 port_open 6066
   for name in "${PROCESSES[@]}"; do

@@ -29,6 +29,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "sinks.archive.cli",
         "archive sink: llm.spans as Parquet in a folder or on S3",
     ),
+    "sink-metrics": (
+        "sinks.metrics.cli",
+        "metrics sink: llm.metrics.1m into llm_metrics_1m, Redis counters, alerts",
+    ),
     "migrate": ("sinks.migrate_cli", "create or upgrade the database schema"),
     "topics": ("llmobs.topics_cli", "create the pipeline's Kafka topics"),
     "workload": (

@@ -25,6 +25,8 @@ from llmobs.retry import Backoff, retry_async
 from llmobs.settings import describe
 from streams.cost import STATUSES, Pricer
 from streams.decode import DeadLetter, Decoded, Source, decode_message
+from streams.metrics.agent import register as register_metrics
+from streams.metrics.settings import MetricsSettings
 from streams.sampling.agent import register as register_sampling
 from streams.sampling.settings import SamplingSettings
 from streams.settings import StreamSettings
@@ -167,9 +169,11 @@ async def _send(record: Outgoing) -> Any:
 
 
 def create_app(
-    settings: StreamSettings, sampling: SamplingSettings | None = None
+    settings: StreamSettings,
+    sampling: SamplingSettings | None = None,
+    metrics_settings: MetricsSettings | None = None,
 ) -> faust.App:
-    """Build the Faust app: decode agent, tail sampler, metrics page."""
+    """Build the Faust app: decode agent, tail sampler, windowed metrics."""
     data_dir = Path(settings.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -234,12 +238,19 @@ def create_app(
     sampler = (
         register_sampling(app, sampling, settings.spans_topic) if sampling else None
     )
+    aggregator = (
+        register_metrics(app, metrics_settings, settings.spans_topic)
+        if metrics_settings
+        else None
+    )
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
         text = counters.prometheus()
         if sampler is not None:
             text += sampler.metrics.prometheus()
+        if aggregator is not None:
+            text += aggregator.prometheus()
         return web.text(text)
 
     log.info(

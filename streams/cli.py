@@ -7,6 +7,7 @@ import dataclasses
 import logging
 
 from llmobs import settings as config
+from streams.metrics.settings import MetricsSettings
 from streams.sampling.settings import SamplingSettings
 from streams.settings import StreamSettings
 
@@ -16,6 +17,7 @@ log = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     config.add_flags(parser, StreamSettings)
     config.add_flags(parser, SamplingSettings, title="tail sampling")
+    config.add_flags(parser, MetricsSettings, title="windowed metrics")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -26,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = config.load(StreamSettings, args)
     sampling = config.load(SamplingSettings, args)
+    metrics = config.load(MetricsSettings, args)
     ensure_topics(
         settings.kafka_bootstrap,
         (
@@ -33,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
             settings.spans_topic,
             settings.dlq_topic,
             sampling.sampled_topic,
+            metrics.metrics_topic,
         ),
         partitions=settings.topic_partitions,
     )
@@ -46,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
             partitions,
         )
         settings = dataclasses.replace(settings, topic_partitions=partitions)  # type: ignore[type-var]
-    app = create_app(settings, sampling)
+    app = create_app(settings, sampling, metrics)
     worker = faust.Worker(app, loglevel=(args.log_level or "info").lower(), quiet=True)
     worker.execute_from_commandline()
     return 0

@@ -364,3 +364,91 @@ async def test_kept_traces_in_the_trace_backend_equal_what_the_apps_sent(
             keys = {kv.key for kv in back[span_id].attributes}
             priced += "llmobs.cost.total" in keys
     assert priced, "priced spans carry their cost into the trace backend"
+
+
+RECOMPUTED = """
+SELECT date_trunc('minute', end_time) AS bucket, service_name AS service,
+       coalesce(provider, '') AS provider,
+       coalesce(request_model, response_model, '') AS model, operation,
+       count(*) AS requests,
+       count(*) FILTER (WHERE status_code = 'ERROR' OR error_type IS NOT NULL)
+           AS errors,
+       coalesce(sum(input_tokens), 0) AS input_tokens,
+       coalesce(sum(output_tokens), 0) AS output_tokens,
+       coalesce(sum(cache_read_tokens), 0) AS cache_read_tokens,
+       coalesce(sum(reasoning_tokens), 0) AS reasoning_tokens,
+       coalesce(sum(cost_total), 0) AS cost
+FROM llm_spans
+WHERE tenant = $1
+  AND operation IN ('chat', 'text_completion', 'generate_content', 'embeddings')
+GROUP BY 1, 2, 3, 4, 5
+"""
+
+STORED = """
+SELECT bucket, service, provider, model, operation, requests, errors,
+       input_tokens, output_tokens, cache_read_tokens, reasoning_tokens, cost
+FROM llm_metrics_1m WHERE tenant = $1
+"""
+
+
+def by_key(rows: list[asyncpg.Record]) -> dict[tuple[object, ...], tuple[object, ...]]:
+    return {tuple(r.values())[:5]: tuple(r.values())[5:] for r in rows}
+
+
+async def metrics_match(database_url: str, tenant: str, timeout_s: float) -> tuple:
+    """Wait until llm_metrics_1m equals the recomputation from llm_spans."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            want = by_key(await conn.fetch(RECOMPUTED, tenant))
+            got = by_key(await conn.fetch(STORED, tenant))
+            if (want and want == got) or time.monotonic() > deadline:
+                return want, got
+            await asyncio.sleep(1.0)
+    finally:
+        await conn.close()
+
+
+async def test_minute_metrics_equal_a_recomputation_from_every_span(
+    kafka_bootstrap: str, database_url: str
+) -> None:
+    pipe = Pipeline(extra_env={"LLMOBS_GRACE_S": "1", "LLMOBS_CLOSE_TICK_S": "0.5"})
+    ensure_topics(
+        kafka_bootstrap,
+        (
+            pipe.input_topic,
+            pipe.spans_topic,
+            pipe.dlq_topic,
+            pipe.sampled_topic,
+            pipe.metrics_topic,
+            pipe.alerts_topic,
+        ),
+        partitions=3,
+    )
+    tenant = f"e2e-{uuid.uuid4().hex[:8]}"
+    with running(pipe, "gateway", "streams", "sink", "sink-metrics"):
+        settings = WorkloadSettings(otlp_endpoint=pipe.endpoint, tenant=tenant)
+        results = await run_workload(settings)
+        assert all(r.ok for r in results), results
+        exported = sum(r.spans_exported for r in results)
+        assert len(await rows_of(database_url, tenant, exported)) == exported
+        # Windows close a minute and a grace second after they open.
+        want, got = await metrics_match(database_url, tenant, timeout_s=150)
+    assert want, "the workload made model requests"
+    assert got == want
+
+    # A second metrics sink replays every window from the start: the rows
+    # must not change, windows delivered twice are counted once.
+    replay = Pipeline(run_id=pipe.run_id, extra_env={"LLMOBS_MAX_IDLE_S": "5"})
+    replay_env = replay.env("sink-metrics-replay")
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "llmobs.cli", "sink-metrics"],
+        env=replay_env,
+        capture_output=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    _, after = await metrics_match(database_url, tenant, timeout_s=1)
+    assert after == want

@@ -67,13 +67,14 @@ async def test_migrations_apply_once_and_record_their_versions(
     finally:
         await conn.close()
 
-    assert [m.version for m in first.applied] == [1, 2]
+    assert [m.version for m in first.applied] == [1, 2, 3]
     assert first.timescale is False
     assert second.applied == []
-    assert second.current_version == first.current_version == 2
+    assert second.current_version == first.current_version == 3
     assert sorted((r["version"], r["name"]) for r in recorded) == [
         (1, "llm_spans"),
         (2, "span_cost"),
+        (3, "llm_metrics"),
     ]
     assert partitioned is True
     assert default_partition == 0  # rows without a day partition fail loudly
@@ -92,8 +93,8 @@ async def test_concurrent_migrations_apply_each_version_once(
         for conn in conns:
             await conn.close()
 
-    assert sorted(len(r.applied) for r in results) == [0, 0, 0, 2]
-    assert count == 2
+    assert sorted(len(r.applied) for r in results) == [0, 0, 0, 3]
+    assert count == 3
 
 
 @pytest.mark.integration

@@ -1,0 +1,171 @@
+"""Adds MetricWindow records to llm_metrics_1m and its rollups, once each.
+
+One transaction per batch: the identities of the records are inserted into
+llm_metrics_contributions with ON CONFLICT DO NOTHING, and only the records
+whose identity was new are summed into the minute, hour and day rows. A
+replayed batch therefore adds nothing, and records of several partitions or
+corrections for the same window and key add up.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterable
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import orjson
+
+from streams.metrics.sketch import Sketch
+from streams.metrics.window import identity
+
+log = logging.getLogger(__name__)
+
+KEY_COLUMNS = ("tenant", "service", "provider", "model", "operation")
+SUM_COLUMNS = (
+    "requests",
+    "errors",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "reasoning_tokens",
+    "cost",
+    "priced_requests",
+    "latency_sum_s",
+    "ttft_count",
+    "ttft_sum_s",
+    "timed_output_tokens",
+    "timed_output_s",
+)
+SKETCH_COLUMNS = ("latency_sketch", "ttft_sketch")
+COLUMNS = ("bucket", *KEY_COLUMNS, *SUM_COLUMNS, *SKETCH_COLUMNS)
+ROLLUPS = {"llm_metrics_1h": "hour", "llm_metrics_1d": "day"}
+
+Row = dict[str, Any]
+
+
+def bucket_of(record: dict[str, Any]) -> dt.datetime:
+    return dt.datetime.fromtimestamp(record["window_start_ms"] / 1000, dt.UTC)
+
+
+def truncate(moment: dt.datetime, unit: str) -> dt.datetime:
+    if unit == "hour":
+        return moment.replace(minute=0, second=0, microsecond=0)
+    if unit == "day":
+        return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    return moment.replace(second=0, microsecond=0)
+
+
+def combine(records: Iterable[dict[str, Any]], unit: str) -> list[Row]:
+    """Records summed per (bucket truncated to ``unit``, key)."""
+    rows: dict[tuple[Any, ...], Row] = {}
+    for record in records:
+        bucket = truncate(bucket_of(record), unit)
+        key = (bucket, *(record[c] for c in KEY_COLUMNS))
+        row = rows.get(key)
+        if row is None:
+            row = rows[key] = {"bucket": bucket, **{c: record[c] for c in KEY_COLUMNS}}
+            row.update({c: 0 for c in SUM_COLUMNS})
+            row["cost"] = Decimal(0)
+            row["latency_sketch"] = Sketch()
+            row["ttft_sketch"] = Sketch()
+        for column in SUM_COLUMNS:
+            row[column] += record[column]
+        for column in SKETCH_COLUMNS:
+            row[column].merge(Sketch.from_record(record[column]))
+    return list(rows.values())
+
+
+def _upsert_sql(table: str) -> str:
+    names = ", ".join(COLUMNS)
+    params = ", ".join(
+        f"${i}::jsonb" if c in SKETCH_COLUMNS else f"${i}"
+        for i, c in enumerate(COLUMNS, 1)
+    )
+    sums = ", ".join(f"{c} = t.{c} + EXCLUDED.{c}" for c in SUM_COLUMNS)
+    sketches = ", ".join(
+        f"{c} = llmobs_sketch_merge(t.{c}, EXCLUDED.{c})" for c in SKETCH_COLUMNS
+    )
+    return (
+        f"INSERT INTO {table} AS t ({names}) VALUES ({params}) "
+        f"ON CONFLICT (bucket, {', '.join(KEY_COLUMNS)}) DO UPDATE SET "
+        f"{sums}, {sketches}, updated_at = now()"
+    )
+
+
+def _args(row: Row) -> tuple[Any, ...]:
+    return tuple(
+        orjson.dumps(row[c].to_json()).decode() if c in SKETCH_COLUMNS else row[c]
+        for c in COLUMNS
+    )
+
+
+class MetricsStore:
+    """Writes batches of records into one database."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+        self.rollup_tables: list[str] = []
+        self._partitions: set[str] = set()
+        self._partitioned = False
+
+    async def prepare(self) -> None:
+        """Learn the flavour: partitioned minute table, rollups kept by us."""
+        kinds = dict(
+            await self.conn.fetch(
+                "SELECT relname, relkind::text FROM pg_class WHERE relname = ANY($1)"
+                " AND relnamespace = 'public'::regnamespace",
+                ["llm_metrics_1m", *ROLLUPS],
+            )
+        )
+        self._partitioned = kinds.get("llm_metrics_1m") == "p"
+        # Continuous aggregates are views; only plain tables are ours to add to.
+        self.rollup_tables = [t for t in ROLLUPS if kinds.get(t) == "r"]
+
+    async def add(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Add the records not added before; returns those newly added."""
+        if not records:
+            return []
+        by_id = {identity(r): r for r in records}
+        async with self.conn.transaction():
+            inserted = await self.conn.fetch(
+                "INSERT INTO llm_metrics_contributions (contribution_id, bucket, kind)"
+                " SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[])"
+                " ON CONFLICT DO NOTHING RETURNING contribution_id",
+                list(by_id),
+                [bucket_of(r) for r in by_id.values()],
+                [r["kind"] for r in by_id.values()],
+            )
+            new = [by_id[row["contribution_id"]] for row in inserted]
+            if not new:
+                return []
+            await self._ensure_partitions(new)
+            minute = combine(new, "minute")
+            await self.conn.executemany(
+                _upsert_sql("llm_metrics_1m"), [_args(r) for r in minute]
+            )
+            for table in self.rollup_tables:
+                rows = combine(new, ROLLUPS[table])
+                await self.conn.executemany(
+                    _upsert_sql(table), [_args(r) for r in rows]
+                )
+        return new
+
+    async def _ensure_partitions(self, records: list[dict[str, Any]]) -> None:
+        if not self._partitioned:
+            return
+        months = {truncate(bucket_of(r), "day").replace(day=1) for r in records}
+        for month in sorted(months):
+            name = f"llm_metrics_1m_p{month:%Y%m}"
+            if name in self._partitions:
+                continue
+            upper = (month + dt.timedelta(days=32)).replace(day=1)
+            lower_sql = month.strftime("%Y-%m-%d 00:00:00+00")
+            upper_sql = upper.strftime("%Y-%m-%d 00:00:00+00")
+            await self.conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF llm_metrics_1m"
+                f" FOR VALUES FROM ('{lower_sql}') TO ('{upper_sql}')"
+            )
+            self._partitions.add(name)

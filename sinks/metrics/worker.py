@@ -1,0 +1,200 @@
+"""The metrics sink worker: llm.metrics.1m into PostgreSQL and Redis.
+
+Per batch, in order: the records are added to llm_metrics_1m and its rollups
+(once each, by identity), counted into the Redis live counters (once each,
+by a marker), then the budgets they touch are checked and each new crossing
+is produced to llm.alerts; only then are the offsets committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import asyncpg
+import orjson
+from confluent_kafka import KafkaError, Message, Producer, TopicPartition
+
+import schemas
+from llmobs.errors import RetriableStageError, SchemaError, StageError
+from llmobs.kafka import producer_config
+from llmobs.retry import Backoff, retry_async
+from llmobs.settings import describe
+from sinks import schema
+from sinks.consumer import BatchConsumer, Item, LoopSettings, Position
+from sinks.metrics.live import LiveCounters, load_budgets
+from sinks.metrics.settings import MetricsSinkSettings
+from sinks.metrics.store import MetricsStore
+from sinks.settings import masked_url
+from streams.metrics.agent import METRIC_WINDOW
+from streams.metrics.window import identity
+
+log = logging.getLogger(__name__)
+
+ALERT_FLUSH_TIMEOUT_S = 30.0
+WRITE_BACKOFF = Backoff(initial_s=0.5, max_s=10.0, deadline_s=120.0)
+
+
+class MetricsHandler:
+    """Decodes MetricWindow records; stores, counts and checks budgets."""
+
+    def __init__(
+        self, store: MetricsStore, live: LiveCounters, producer: Any, alerts_topic: str
+    ) -> None:
+        self.store = store
+        self.live = live
+        self.producer = producer
+        self.alerts_topic = alerts_topic
+        self.records_added = 0
+        self.records_replayed = 0
+        self.alerts_sent = 0
+        # Seconds from the newest span's acceptance to its metric being stored.
+        self.ack_to_metric_s: list[float] = []
+        self._codec = schemas.codec(METRIC_WINDOW)
+
+    def decode(self, message: Message) -> Item:
+        try:
+            record = self._codec.decode(message.value() or b"")
+        except SchemaError as exc:
+            item = Item(message)
+            item.kill("schema_error", str(exc))
+            return item
+        return Item(message, record, size=1)
+
+    async def write(
+        self, items: list[Item], stop: asyncio.Event
+    ) -> list[TopicPartition] | None:
+        records = [item.payload for item in items if not item.dead]
+        if not records:
+            return None
+
+        # Step 1: durable in PostgreSQL, each identity added once.
+        new = await retry_async(
+            "adding metric windows",
+            lambda: self._add(records),
+            (RetriableStageError,),
+            WRITE_BACKOFF,
+            stop,
+        )
+        self.records_added += len(new)
+        self.records_replayed += len(records) - len(new)
+        now_ns = time.time_ns()
+        self.ack_to_metric_s += [
+            (now_ns - r["max_received_unix_nano"]) / 1e9
+            for r in new
+            if r["max_received_unix_nano"]
+        ]
+
+        # Step 2: live counters; every record, as Redis may have missed some.
+        await self.live.count(records, [identity(r) for r in records])
+
+        # Step 3: alerts confirmed by Kafka before the offsets move on.
+        await self._alert(await self.live.crossings(records))
+        return None
+
+    async def _add(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        try:
+            return await self.store.add(records)
+        except (OSError, asyncpg.PostgresConnectionError) as exc:
+            raise RetriableStageError(f"database unavailable: {exc}") from exc
+
+    async def _alert(self, alerts: list[dict[str, Any]]) -> None:
+        claimed = [a for a in alerts if await self.live.claim(a)]
+        if not claimed:
+            return
+        errors: list[KafkaError] = []
+
+        def delivered(error: KafkaError | None, _message: Message) -> None:
+            if error is not None:
+                errors.append(error)
+
+        for alert in claimed:
+            key = (alert["tenant"] or alert["model"] or "").encode()
+            self.producer.produce(
+                self.alerts_topic,
+                key=key,
+                value=orjson.dumps(alert),
+                on_delivery=delivered,
+            )
+            log.warning(
+                "budget %s: %s %.4f reached %.0f%% of %s for %s",
+                alert["budget"],
+                alert["metric"],
+                alert["used"],
+                alert["threshold"] * 100,
+                alert["limit"],
+                alert["period_id"],
+            )
+        remaining = await asyncio.to_thread(self.producer.flush, ALERT_FLUSH_TIMEOUT_S)
+        if remaining or errors:
+            # Unclaimed, the crossing is found again when the batch is replayed.
+            for alert in claimed:
+                await self.live.unclaim(alert)
+            raise StageError(f"alerts not confirmed by {self.alerts_topic}: {errors}")
+        self.alerts_sent += len(claimed)
+
+    async def tick(self, stop: asyncio.Event) -> list[TopicPartition] | None:
+        return None
+
+    async def close(self, stop: asyncio.Event) -> list[TopicPartition] | None:
+        return None
+
+    def revoke(self, positions: set[Position]) -> None:
+        return None
+
+
+class MetricsSink:
+    """Runs the metrics handler over llm.metrics.1m."""
+
+    def __init__(self, settings: MetricsSinkSettings) -> None:
+        self.settings = settings
+        self.budgets = load_budgets(settings.budgets_file)
+        self.handler: MetricsHandler | None = None
+        self.loop: BatchConsumer | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Write until ``stop`` is set (or the topic stays idle), then close."""
+        import redis.asyncio as aioredis
+
+        s = self.settings
+        log.info("metrics sink starting: %s", describe(s))
+        try:
+            conn = await asyncpg.connect(s.database_url, timeout=10)
+        except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+            raise StageError(
+                f"cannot connect to {masked_url(s.database_url)}: {exc}"
+            ) from exc
+        client = aioredis.Redis.from_url(s.redis_url)
+        try:
+            if s.migrate_on_start:
+                await schema.migrate(conn)
+            store = MetricsStore(conn)
+            await store.prepare()
+            live = LiveCounters(client, s.redis_prefix, s.live_ttl_s, self.budgets)
+            producer = Producer(producer_config(s.kafka_bootstrap))
+            self.handler = MetricsHandler(store, live, producer, s.alerts_topic)
+            self.loop = BatchConsumer(
+                "metrics sink",
+                LoopSettings(
+                    kafka_bootstrap=s.kafka_bootstrap,
+                    topic=s.metrics_topic,
+                    group_id=s.group_id,
+                    dlq_topic=s.dlq_topic,
+                    max_batch_size=s.max_batch_records,
+                    flush_interval_s=s.flush_interval_s,
+                    max_idle_s=s.max_idle_s,
+                ),
+                self.handler,
+            )
+            await self.loop.run(stop)
+        finally:
+            await conn.close()
+            await client.aclose()
+        log.info(
+            "metrics sink stopped: %d records added, %d replays absorbed, %d alerts",
+            self.handler.records_added,
+            self.handler.records_replayed,
+            self.handler.alerts_sent,
+        )

@@ -1,0 +1,1 @@
+"""Windowed LLM metrics: every span of llm.spans, before sampling, per minute."""

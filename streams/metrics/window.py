@@ -1,0 +1,304 @@
+"""Tumbling windows of model-request metrics for one partition of llm.spans.
+
+Only spans with normalized GenAI fields and a model-call operation count as
+requests (``MODEL_OPERATIONS``); agent, tool, workflow and retrieval spans do
+not. A span belongs to the window of its end time: a request is counted in
+the minute it completed and incurred its cost.
+
+A window closes once its end plus the grace period is behind the wall
+clock. Spans
+that arrive for a closed window are gathered as a correction and emitted at
+the next close; the sink adds corrections to what it already holds.
+
+Exactness rests on the snapshot: the partition's open windows, pending
+corrections, undelivered records (the outbox) and the last input offset
+applied travel as one value, so after a restart replayed input at or below
+that offset is skipped and emitted records are re-sent unchanged, with the
+same identity (source, window, key, first offset).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import astuple, dataclass
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from streams.metrics.sketch import Sketch
+
+log = logging.getLogger(__name__)
+
+MODEL_OPERATIONS = frozenset(
+    {"chat", "text_completion", "generate_content", "embeddings"}
+)
+WINDOW = "window"
+CORRECTION = "correction"
+NS_PER_MS = 1_000_000
+SNAPSHOT_VERSION = 1
+
+
+@dataclass(frozen=True, order=True)
+class MetricKey:
+    """What a window is grouped by."""
+
+    tenant: str
+    service: str
+    provider: str
+    model: str
+    operation: str
+
+
+class Bucket:
+    """Running aggregates of one window and key."""
+
+    def __init__(self, first_offset: int) -> None:
+        self.first_offset = first_offset
+        self.last_offset = first_offset
+        self.requests = 0
+        self.errors = 0
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.cache_read_tokens = 0
+        self.reasoning_tokens = 0
+        self.cost = Decimal(0)
+        self.priced_requests = 0
+        self.latency_sum_s = 0.0
+        self.ttft_count = 0
+        self.ttft_sum_s = 0.0
+        self.timed_output_tokens = 0
+        self.timed_output_s = 0.0
+        self.latency = Sketch()
+        self.ttft = Sketch()
+        self.max_received_ns = 0
+
+    def add(self, span: dict[str, Any], offset: int, received_ns: int) -> None:
+        genai = span["genai"]
+        self.last_offset = offset
+        self.max_received_ns = max(self.max_received_ns, received_ns)
+        self.requests += 1
+        if span.get("status_code") == "ERROR" or genai.get("error_type"):
+            self.errors += 1
+        self.input_tokens += genai.get("input_tokens") or 0
+        output_tokens = genai.get("output_tokens") or 0
+        self.output_tokens += output_tokens
+        self.cache_read_tokens += genai.get("cache_read_tokens") or 0
+        self.reasoning_tokens += genai.get("reasoning_tokens") or 0
+        cost = span.get("cost")
+        if cost and cost.get("status") == "priced" and cost.get("total_cost"):
+            self.cost += cost["total_cost"]
+            self.priced_requests += 1
+
+        latency_s = (span["end_unix_nano"] - span["start_unix_nano"]) / 1e9
+        self.latency.add(latency_s)
+        self.latency_sum_s += max(latency_s, 0.0)
+        if latency_s > 0 and output_tokens:
+            self.timed_output_tokens += output_tokens
+            self.timed_output_s += latency_s
+        ttft_s = genai.get("time_to_first_token_s")
+        if ttft_s is not None:
+            self.ttft.add(ttft_s)
+            self.ttft_count += 1
+            self.ttft_sum_s += max(ttft_s, 0.0)
+
+    def to_record(
+        self,
+        key: MetricKey,
+        window_start_ms: int,
+        window_s: int,
+        source: str,
+        kind: str,
+    ) -> dict[str, Any]:
+        """The MetricWindow record (schema metric_window)."""
+        return {
+            **key.__dict__,
+            "window_start_ms": window_start_ms,
+            "window_s": window_s,
+            "kind": kind,
+            "source": source,
+            "first_offset": self.first_offset,
+            "last_offset": self.last_offset,
+            "requests": self.requests,
+            "errors": self.errors,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cache_read_tokens": self.cache_read_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+            "cost": self.cost,
+            "priced_requests": self.priced_requests,
+            "latency_sum_s": self.latency_sum_s,
+            "ttft_count": self.ttft_count,
+            "ttft_sum_s": self.ttft_sum_s,
+            "timed_output_tokens": self.timed_output_tokens,
+            "timed_output_s": self.timed_output_s,
+            "latency_sketch": self.latency.to_record(),
+            "ttft_sketch": self.ttft.to_record(),
+            "max_received_unix_nano": self.max_received_ns,
+            "emitted_unix_ms": 0,
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Bucket:
+        bucket = cls(record["first_offset"])
+        for name in (
+            "last_offset",
+            "requests",
+            "errors",
+            "input_tokens",
+            "output_tokens",
+            "cache_read_tokens",
+            "reasoning_tokens",
+            "priced_requests",
+            "latency_sum_s",
+            "ttft_count",
+            "ttft_sum_s",
+            "timed_output_tokens",
+            "timed_output_s",
+        ):
+            setattr(bucket, name, record[name])
+        bucket.cost = Decimal(record["cost"])
+        bucket.latency = Sketch.from_record(record["latency_sketch"])
+        bucket.ttft = Sketch.from_record(record["ttft_sketch"])
+        bucket.max_received_ns = record["max_received_unix_nano"]
+        return bucket
+
+
+def request_key(batch: dict[str, Any], span: dict[str, Any]) -> MetricKey | None:
+    """The span's key, or None when the span is not a model request."""
+    genai = span.get("genai")
+    if not genai or genai.get("operation") not in MODEL_OPERATIONS:
+        return None
+    resources = batch.get("resources") or []
+    index = span.get("resource_index", 0)
+    service = resources[index]["service_name"] if 0 <= index < len(resources) else ""
+    return MetricKey(
+        tenant=batch.get("tenant") or "default",
+        service=service or "",
+        provider=genai.get("provider") or "",
+        model=genai.get("request_model") or genai.get("response_model") or "",
+        operation=genai["operation"],
+    )
+
+
+Slot = tuple[int, MetricKey]
+
+
+class PartitionWindows:
+    """Open windows, corrections and outbox of one input partition."""
+
+    def __init__(self, source: str, window_s: int, grace_s: float) -> None:
+        self.source = source
+        self.window_s = window_s
+        self.window_ms = window_s * 1000
+        self.grace_ms = int(grace_s * 1000)
+        self.applied_offset = -1
+        self.closed_before_ms = 0
+        self.open: dict[Slot, Bucket] = {}
+        self.corrections: dict[Slot, Bucket] = {}
+        self.outbox: list[dict[str, Any]] = []
+
+    def apply(self, offset: int, batch: dict[str, Any]) -> int:
+        """Count a SpanBatch read at ``offset``; returns the requests counted."""
+        if offset <= self.applied_offset:
+            return 0
+        self.applied_offset = offset
+        received_ns = batch.get("received_unix_nano") or 0
+        counted = 0
+        for span in batch.get("spans") or ():
+            key = request_key(batch, span)
+            if key is None:
+                continue
+            end_ms = span["end_unix_nano"] // NS_PER_MS
+            start_ms = end_ms - end_ms % self.window_ms
+            slots = self.open if start_ms >= self.closed_before_ms else self.corrections
+            bucket = slots.get((start_ms, key))
+            if bucket is None:
+                bucket = slots[(start_ms, key)] = Bucket(offset)
+            bucket.add(span, offset, received_ns)
+            counted += 1
+        return counted
+
+    def close(self, now_ms: int | None = None) -> int:
+        """Move closed windows and all corrections to the outbox; how many."""
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        # Wall clock, not stream time: spans reach us some time after they
+        # end, and a partition that goes quiet must still close its windows.
+        horizon_ms = now_ms - self.grace_ms
+        closed_before = horizon_ms - horizon_ms % self.window_ms
+        if closed_before > self.closed_before_ms:
+            self.closed_before_ms = closed_before
+        moved = 0
+        for slot in sorted(s for s in self.open if s[0] < self.closed_before_ms):
+            self._emit(slot, self.open.pop(slot), WINDOW)
+            moved += 1
+        for slot in sorted(self.corrections):
+            self._emit(slot, self.corrections.pop(slot), CORRECTION)
+            moved += 1
+        return moved
+
+    def _emit(self, slot: Slot, bucket: Bucket, kind: str) -> None:
+        start_ms, key = slot
+        record = bucket.to_record(key, start_ms, self.window_s, self.source, kind)
+        record["emitted_unix_ms"] = int(time.time() * 1000)
+        self.outbox.append(record)
+
+    def snapshot(self) -> bytes:
+        """The whole state as one value, for the changelog."""
+        return orjson.dumps(
+            {
+                "v": SNAPSHOT_VERSION,
+                "applied_offset": self.applied_offset,
+                "closed_before_ms": self.closed_before_ms,
+                "open": [self._slot_record(s, b) for s, b in self.open.items()],
+                "corrections": [
+                    self._slot_record(s, b) for s, b in self.corrections.items()
+                ],
+                "outbox": self.outbox,
+            },
+            default=str,
+        )
+
+    def _slot_record(self, slot: Slot, bucket: Bucket) -> dict[str, Any]:
+        return bucket.to_record(slot[1], slot[0], self.window_s, self.source, WINDOW)
+
+    def restore(self, data: bytes) -> None:
+        state = orjson.loads(data)
+        self.applied_offset = state["applied_offset"]
+        self.closed_before_ms = state["closed_before_ms"]
+        self.open = dict(_slots(state["open"]))
+        self.corrections = dict(_slots(state["corrections"]))
+        self.outbox = [_with_decimal(record) for record in state["outbox"]]
+
+
+def _slots(records: list[dict[str, Any]]) -> list[tuple[Slot, Bucket]]:
+    return [
+        (
+            (r["window_start_ms"], MetricKey(*(r[f] for f in _KEY_FIELDS))),
+            Bucket.from_record(r),
+        )
+        for r in records
+    ]
+
+
+def _with_decimal(record: dict[str, Any]) -> dict[str, Any]:
+    record["cost"] = Decimal(record["cost"])
+    return record
+
+
+_KEY_FIELDS = tuple(MetricKey.__dataclass_fields__)
+
+
+def identity(record: dict[str, Any]) -> str:
+    """The deterministic identity of a MetricWindow record."""
+    key = MetricKey(*(record[f] for f in _KEY_FIELDS))
+    return "|".join(
+        str(part)
+        for part in (
+            record["source"],
+            record["window_start_ms"],
+            *astuple(key),
+            record["first_offset"],
+        )
+    )

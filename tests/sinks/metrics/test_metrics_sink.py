@@ -1,0 +1,212 @@
+"""The metrics sink against the real Kafka, PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+import pytest
+import redis.asyncio as aioredis
+from confluent_kafka import Consumer, Producer
+
+import schemas
+from llmobs.kafka import producer_config
+from sinks.metrics.settings import MetricsSinkSettings
+from sinks.metrics.worker import MetricsSink
+from streams.metrics.sketch import RELATIVE_ACCURACY, Sketch, exact_quantile
+from streams.metrics.window import PartitionWindows
+from tests.streams.metrics.spans import batch, span, truth
+
+pytestmark = pytest.mark.integration
+
+WINDOW_S = 60
+T0_NS = 1_750_000_020 * 10**9
+
+
+def windows_of(tenant: str, rng: random.Random) -> tuple[list[dict], list[dict]]:
+    """Records of two input partitions (with a late correction), and the batches."""
+    batches = []
+    records = []
+    for partition in (0, 1):
+        windows = PartitionWindows(f"llm.spans[{partition}]", WINDOW_S, grace_s=5)
+        for offset in range(40):
+            end_ns = T0_NS + rng.randint(0, 2 * 60 * 10**9)
+            b = batch(tenant, [span(rng, end_ns) for _ in range(3)])
+            batches.append(b)
+            windows.apply(offset, b)
+            if offset == 30:
+                windows.close(now_ms=T0_NS // 10**6 + 10 * 60_000)
+        windows.close(now_ms=T0_NS // 10**6 + 11 * 60_000)
+        records += windows.outbox
+    return records, batches
+
+
+def produce(bootstrap: str, topic: str, records: list[dict[str, Any]]) -> None:
+    codec = schemas.codec("metric_window")
+    producer = Producer(producer_config(bootstrap))
+    for record in records:
+        producer.produce(
+            topic, key=record["tenant"].encode(), value=codec.encode(record)
+        )
+    assert producer.flush(30) == 0
+
+
+async def run_sink(settings: MetricsSinkSettings) -> MetricsSink:
+    sink = MetricsSink(settings)
+    await asyncio.wait_for(sink.run(asyncio.Event()), timeout=90)
+    return sink
+
+
+@pytest.fixture
+def sink_settings(
+    kafka_bootstrap: str, database_url: str, new_topic: Callable[..., str]
+) -> Callable[..., MetricsSinkSettings]:
+    prefix = f"llmobs-test-{uuid.uuid4().hex[:8]}"
+    metrics_topic = new_topic("metrics", 2)
+    alerts_topic = new_topic("alerts", 1)
+
+    def make(**overrides: Any) -> MetricsSinkSettings:
+        values: dict[str, Any] = {
+            "kafka_bootstrap": kafka_bootstrap,
+            "metrics_topic": metrics_topic,
+            "alerts_topic": alerts_topic,
+            "group_id": f"test-group-{uuid.uuid4().hex[:8]}",
+            "database_url": database_url,
+            "redis_prefix": prefix,
+            "flush_interval_s": 0.2,
+            "max_batch_records": 7,
+            "max_idle_s": 3.0,
+        }
+        values.update(overrides)
+        return MetricsSinkSettings(**values)
+
+    return make
+
+
+async def stored(database_url: str, tenant: str) -> dict[tuple[Any, ...], Any]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT *, extract(epoch FROM bucket)::bigint * 1000 AS ms"
+            " FROM llm_metrics_1m WHERE tenant = $1",
+            tenant,
+        )
+        p95 = await conn.fetchval(
+            "SELECT llmobs_sketch_quantile(llmobs_sketch_agg(latency_sketch), 0.95)"
+            " FROM llm_metrics_1d WHERE tenant = $1",
+            tenant,
+        )
+    finally:
+        await conn.close()
+    out = {
+        (
+            r["ms"],
+            r["tenant"],
+            r["service"],
+            r["provider"],
+            r["model"],
+            r["operation"],
+        ): r
+        for r in rows
+    }
+    out[("p95",)] = p95
+    return out
+
+
+def check(got: dict[tuple[Any, ...], Any], batches: list[dict[str, Any]]) -> None:
+    expected = truth(batches, WINDOW_S)
+    p95 = got.pop(("p95",))
+    assert set(got) == set(expected)
+    for key, want in expected.items():
+        row = got[key]
+        for name in ("requests", "errors", "input_tokens", "output_tokens"):
+            assert row[name] == want[name], (key, name)
+        assert row["cost"] == want["cost"]
+        sketch = Sketch.from_json(orjson.loads(row["latency_sketch"]))
+        exact = exact_quantile(want["latencies"], 0.95)
+        assert abs(sketch.quantile(0.95) - exact) <= RELATIVE_ACCURACY * exact * 1.00001
+    every = [x for row in expected.values() for x in row["latencies"]]
+    exact = exact_quantile(every, 0.95)
+    assert abs(p95 - exact) <= RELATIVE_ACCURACY * exact * 1.00001
+
+
+async def test_windows_add_up_once_across_partitions_corrections_and_replays(
+    kafka_bootstrap: str, database_url: str, sink_settings: Callable[..., Any]
+) -> None:
+    tenant = f"t-{uuid.uuid4().hex[:10]}"
+    records, batches = windows_of(tenant, random.Random(11))
+    assert {r["kind"] for r in records} == {"window", "correction"}
+    settings = sink_settings()
+    # Every record twice: a stream worker re-sending its outbox after a crash.
+    produce(kafka_bootstrap, settings.metrics_topic, records + records[::2])
+
+    sink = await run_sink(settings)
+    assert sink.handler is not None
+    assert sink.handler.records_added == len(records)
+    check(await stored(database_url, tenant), batches)
+
+    # A restarted sink with a fresh group replays the whole topic: no change.
+    again = await run_sink(sink_settings())
+    assert again.handler is not None and again.handler.records_added == 0
+    check(await stored(database_url, tenant), batches)
+
+    client = aioredis.Redis.from_url(settings.redis_url)
+    try:
+        day = "2025-06-15"
+        live = await client.hgetall(
+            f"{settings.redis_prefix}:usage:{day}:tenant:{tenant}"
+        )
+        assert int(live[b"requests"]) == len(batches) * 3
+        want_cost = sum(
+            (r["cost"] for r in truth(batches, WINDOW_S).values()), Decimal(0)
+        )
+        assert abs(float(live[b"cost"]) - float(want_cost)) < 1e-9
+    finally:
+        await client.aclose()
+
+
+async def test_budget_crossing_alerts_once_per_threshold(
+    kafka_bootstrap: str, sink_settings: Callable[..., Any], tmp_path: Path
+) -> None:
+    tenant = f"t-{uuid.uuid4().hex[:10]}"
+    records, _ = windows_of(tenant, random.Random(12))
+    total = sum((r["cost"] for r in records), Decimal(0))
+    budgets = tmp_path / "budgets.yaml"
+    budgets.write_text(
+        f"budgets:\n"
+        f"  - name: {tenant}-daily\n    tenant: {tenant}\n    period: day\n"
+        f"    limit: {float(total) / 2}\n    thresholds: [0.5, 1.0, 4.0]\n"
+        f"  - name: {tenant}-requests\n    tenant: {tenant}\n    period: month\n"
+        f"    metric: requests\n    limit: 1000000\n"
+    )
+    settings = sink_settings(budgets_file=str(budgets))
+    produce(kafka_bootstrap, settings.metrics_topic, records)
+    await run_sink(settings)
+    # Replayed by a second sink: the crossings are known, nothing is re-sent.
+    await run_sink(sink_settings(budgets_file=str(budgets)))
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": kafka_bootstrap,
+            "group.id": f"read-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe([settings.alerts_topic])
+    alerts = []
+    try:
+        for message in consumer.consume(100, timeout=10):
+            if message.error() is None:
+                alerts.append(orjson.loads(message.value()))
+    finally:
+        consumer.close()
+    assert sorted(a["threshold"] for a in alerts) == [0.5, 1.0]
+    assert {a["budget"] for a in alerts} == {f"{tenant}-daily"}
+    assert all(a["period_id"] == "2025-06-15" for a in alerts)
