@@ -26,6 +26,9 @@ from streams.conventions import (
 Parser = Callable[[Any, str, list[str]], Any]
 
 MAX_LONG = 2**63 - 1
+# No model call reads or writes a trillion tokens; a count past it is a bug
+# in the sender, and summing such counts would overflow downstream counters.
+MAX_TOKENS = 10**12
 MAX_TEXT_CHARS = 256
 MAX_FINISH_REASONS = 64
 # OTel and OpenLIT report seconds; no first token takes five minutes, while
@@ -49,17 +52,17 @@ def _add_issue(issues: list[str], issue: str) -> None:
 def _tokens(value: Any, field: str, issues: list[str]) -> int | None:
     """A token count; strings are parsed, negatives and garbage rejected."""
     if type(value) is int:
-        if 0 <= value <= MAX_LONG:
+        if 0 <= value <= MAX_TOKENS:
             return value
     elif type(value) is float:
-        if value.is_integer() and 0 <= value <= MAX_LONG:
+        if value.is_integer() and 0 <= value <= MAX_TOKENS:
             return int(value)
     elif isinstance(value, str):
         text = value.strip()
         if not text:
             return None
         parsed = _parse_int(text)
-        if parsed is not None and 0 <= parsed <= MAX_LONG:
+        if parsed is not None and 0 <= parsed <= MAX_TOKENS:
             _add_issue(issues, "tokens_as_string")
             return parsed
     _add_issue(issues, f"invalid_tokens:{field}")

@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 import orjson
+import redis
 from confluent_kafka import KafkaError, Message, Producer, TopicPartition
 
 import schemas
@@ -88,7 +89,14 @@ class MetricsHandler:
         ]
 
         # Step 2: live counters; every record, as Redis may have missed some.
-        await self.live.count(records, [identity(r) for r in records])
+        ids = [identity(r) for r in records]
+        await retry_async(
+            "counting in Redis",
+            lambda: self.live.count(records, ids),
+            (redis.ConnectionError, redis.TimeoutError),
+            WRITE_BACKOFF,
+            stop,
+        )
 
         # Step 3: alerts confirmed by Kafka before the offsets move on.
         await self._alert(await self.live.crossings(records))

@@ -505,13 +505,18 @@ QUIRK_CASES = [
             "gen_ai.usage.cache_write.input_tokens": 2**62,
             "gen_ai.usage.output_tokens": 1,
         },
-        {"input_tokens": None, "total_tokens": None, "output_tokens": 1},
+        {
+            "input_tokens": None,
+            "cache_read_tokens": None,
+            "cache_write_tokens": None,
+            "output_tokens": 1,
+        },
         [
-            "input_tokens_excluded_cache",
             "invalid_tokens:input_tokens",
-            "invalid_tokens:total_tokens",
+            "invalid_tokens:cache_read_tokens",
+            "invalid_tokens:cache_write_tokens",
         ],
-        id="corrected-sum-beyond-avro-long",
+        id="counts-past-a-trillion-are-not-counts",
     ),
     pytest.param(
         {"gen_ai.usage.input_tokens": -5, "gen_ai.usage.prompt_tokens": 7},

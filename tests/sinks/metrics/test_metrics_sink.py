@@ -210,3 +210,21 @@ async def test_budget_crossing_alerts_once_per_threshold(
     assert sorted(a["threshold"] for a in alerts) == [0.5, 1.0]
     assert {a["budget"] for a in alerts} == {f"{tenant}-daily"}
     assert all(a["period_id"] == "2025-06-15" for a in alerts)
+
+
+async def test_a_record_redis_refuses_is_skipped_not_fatal() -> None:
+    from sinks.metrics.live import LiveCounters
+
+    client = aioredis.Redis.from_url("redis://127.0.0.1:6379/0")
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    live = LiveCounters(client, prefix, 60, [])
+    records, _ = windows_of(f"t-{uuid.uuid4().hex[:8]}", random.Random(3))
+    good, bad = dict(records[0]), dict(records[1])
+    # HINCRBY refuses a count past a 64-bit integer.
+    bad["input_tokens"] = 2**63
+    try:
+        counted = await live.count([bad, good], ["bad", "good"])
+        assert counted == 1
+        assert await client.exists(f"{prefix}:applied:good")
+    finally:
+        await client.aclose()
