@@ -34,6 +34,7 @@ from bench.processes import Pipeline, running
 from llmobs import synthetic
 from llmobs.topics import HEADER_DLQ_REASON, ensure_topics
 from llmobs.workload.cli import WorkloadSettings, run_workload
+from streams.metrics.sketch import RELATIVE_ACCURACY, exact_quantile
 
 pytestmark = pytest.mark.integration
 
@@ -410,6 +411,42 @@ async def metrics_match(database_url: str, tenant: str, timeout_s: float) -> tup
         await conn.close()
 
 
+async def latency_quantiles_within_the_sketch_bound(
+    database_url: str, tenant: str
+) -> None:
+    """p50 and p95 of each minute, from its sketch, against the raw spans."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        minutes = await conn.fetch(
+            "SELECT bucket, service, provider, model, operation, latency_sketch,"
+            " llmobs_sketch_quantile(latency_sketch, 0.5) AS p50,"
+            " llmobs_sketch_quantile(latency_sketch, 0.95) AS p95"
+            " FROM llm_metrics_1m WHERE tenant = $1",
+            tenant,
+        )
+        assert minutes
+        for minute in minutes:
+            durations = await conn.fetch(
+                "SELECT extract(epoch FROM end_time - start_time)::float8 AS s"
+                " FROM llm_spans WHERE tenant = $1"
+                " AND date_trunc('minute', end_time) = $2 AND service_name = $3"
+                " AND coalesce(provider, '') = $4"
+                " AND coalesce(request_model, response_model, '') = $5"
+                " AND operation = $6",
+                tenant,
+                *list(minute.values())[:5],
+            )
+            values = [r["s"] for r in durations]
+            for q, column in ((0.5, "p50"), (0.95, "p95")):
+                exact = exact_quantile(values, q)
+                # Microsecond-rounded times in the table, 1% in the sketch.
+                assert minute[column] == pytest.approx(
+                    exact, rel=RELATIVE_ACCURACY, abs=2e-6
+                )
+    finally:
+        await conn.close()
+
+
 async def test_minute_metrics_equal_a_recomputation_from_every_span(
     kafka_bootstrap: str, database_url: str
 ) -> None:
@@ -437,6 +474,7 @@ async def test_minute_metrics_equal_a_recomputation_from_every_span(
         want, got = await metrics_match(database_url, tenant, timeout_s=150)
     assert want, "the workload made model requests"
     assert got == want
+    await latency_quantiles_within_the_sketch_bound(database_url, tenant)
 
     # A second metrics sink replays every window from the start: the rows
     # must not change, windows delivered twice are counted once.
