@@ -20,7 +20,8 @@ import schemas
 from llmobs.errors import SchemaError, StageError
 from llmobs.retry import Backoff, ShutdownRequested, retry_async
 from llmobs.settings import describe
-from sinks.consumer import BatchConsumer, Item, LoopSettings, Position
+from sinks.consumer import BatchConsumer, Item, LoopSettings
+from sinks.handlers import WriteThrough
 from sinks.rows import Row, batch_rows
 from sinks.settings import SinkSettings
 from sinks.writer import TRANSIENT_ERRORS, SpanWriter
@@ -28,7 +29,7 @@ from sinks.writer import TRANSIENT_ERRORS, SpanWriter
 log = logging.getLogger(__name__)
 
 
-class PostgresHandler:
+class PostgresHandler(WriteThrough):
     """Decodes SpanBatch records into rows and writes each batch at once."""
 
     def __init__(self, settings: SinkSettings) -> None:
@@ -115,17 +116,6 @@ class PostgresHandler:
                 f"PostgreSQL rejected a batch write: {exc.sqlstate} "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
-
-    async def tick(self, stop: asyncio.Event) -> list[TopicPartition] | None:
-        return None
-
-    async def close(self, stop: asyncio.Event) -> list[TopicPartition] | None:
-        # Every batch is written before its offsets are committed; nothing
-        # stays buffered here.
-        return None
-
-    def revoke(self, positions: set[Position]) -> None:
-        return None
 
     def progress(self) -> str:
         return f"{self.written_spans} spans written, {self.duplicate_spans} duplicates"

@@ -24,7 +24,8 @@ from llmobs.kafka import producer_config
 from llmobs.retry import Backoff, retry_async
 from llmobs.settings import describe
 from sinks import schema
-from sinks.consumer import BatchConsumer, Item, LoopSettings, Position
+from sinks.consumer import BatchConsumer, Item, LoopSettings
+from sinks.handlers import WriteThrough
 from sinks.metrics.live import LiveCounters, load_budgets
 from sinks.metrics.settings import MetricsSinkSettings
 from sinks.metrics.store import MetricsStore
@@ -38,7 +39,7 @@ ALERT_FLUSH_TIMEOUT_S = 30.0
 WRITE_BACKOFF = Backoff(initial_s=0.5, max_s=10.0, deadline_s=120.0)
 
 
-class MetricsHandler:
+class MetricsHandler(WriteThrough):
     """Decodes MetricWindow records; stores, counts and checks budgets."""
 
     def __init__(
@@ -142,15 +143,6 @@ class MetricsHandler:
                 await self.live.unclaim(alert)
             raise StageError(f"alerts not confirmed by {self.alerts_topic}: {errors}")
         self.alerts_sent += len(claimed)
-
-    async def tick(self, stop: asyncio.Event) -> list[TopicPartition] | None:
-        return None
-
-    async def close(self, stop: asyncio.Event) -> list[TopicPartition] | None:
-        return None
-
-    def revoke(self, positions: set[Position]) -> None:
-        return None
 
 
 class MetricsSink:

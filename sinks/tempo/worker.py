@@ -19,7 +19,8 @@ import schemas
 from llmobs.errors import SchemaError
 from llmobs.retry import Backoff
 from llmobs.settings import describe
-from sinks.consumer import BatchConsumer, Item, LoopSettings, Position
+from sinks.consumer import BatchConsumer, Item, LoopSettings
+from sinks.handlers import WriteThrough
 from sinks.tempo.exporter import ExportRejected, OtlpHttpExporter
 from sinks.tempo.otlp import RequestBuilder
 from sinks.tempo.settings import TempoSettings
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 HEADER_HTTP_STATUS = "llmobs.dlq.http_status"
 
 
-class TempoHandler:
+class TempoHandler(WriteThrough):
     """Decodes SpanBatch records and exports them, one request per tenant."""
 
     def __init__(self, settings: TempoSettings) -> None:
@@ -110,15 +111,6 @@ class TempoHandler:
                 result.error_message,
             )
         log.debug("exported %d spans of tenant %s", builder.spans, tenant)
-
-    async def tick(self, stop: asyncio.Event) -> list[TopicPartition] | None:
-        return None
-
-    async def close(self, stop: asyncio.Event) -> list[TopicPartition] | None:
-        return None
-
-    def revoke(self, positions: set[Position]) -> None:
-        return None
 
 
 class TempoSink:
