@@ -32,10 +32,15 @@ def measures(n: int, c: int) -> list[Measure]:
     """One function per run; each gives one or more rows of the table."""
 
     def sampler() -> dict[Row, float]:
-        speed, held = stages.bench_sampler(n)
+        speed, in_memory, on_disk = stages.bench_sampler(n)
         return {
             ("tail sampler (in-process)", "spans/s"): speed,
-            ("tail sampler memory per buffered span", "bytes"): held,
+            ("tail sampler memory per buffered span, memory store", "bytes"): (
+                in_memory
+            ),
+            ("tail sampler memory per buffered span, RocksDB store", "bytes"): (
+                on_disk
+            ),
         }
 
     def end_to_end() -> dict[Row, float]:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import tempfile
 import time
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, cast
 
 from bench.common import requests_of
+from streams.sampling.settings import MEMORY, ROCKSDB
 
 
 def bench_decode(traces: int) -> float:
@@ -46,17 +50,49 @@ def bench_enrichment(traces: int) -> float:
     return len(spans) / (time.perf_counter() - started)
 
 
-class _NullStore:
-    """Where the Faust tables' changelog writes would go."""
+class _LocalStore:
+    """A sampler table's local store alone; changelog writes go nowhere."""
 
-    def put_batch(self, partition: int, key: bytes, value: bytes) -> None: ...
-    def delete_batch(self, partition: int, key: bytes) -> None: ...
+    def __init__(self, local: Any) -> None:
+        self.local = local
+
+    def get_batch(self, partition: int, key: bytes) -> bytes | None:
+        return cast(bytes | None, self.local.get_in(partition, key))
+
+    def put_batch(self, partition: int, key: bytes, value: bytes) -> None:
+        self.local.put_in(partition, key, value)
+
+    def delete_batch(self, partition: int, key: bytes) -> None:
+        self.local.delete_in(partition, key)
+
     def put_decision(self, partition: int, trace_id: str, value: bytes) -> None: ...
     def delete_decision(self, partition: int, trace_id: str) -> None: ...
 
 
-def bench_sampler(traces: int) -> tuple[float, float]:
-    """Spans/s through the sampler, and bytes held per buffered span."""
+@contextlib.contextmanager
+def _local_store(kind: str) -> Iterator[_LocalStore]:
+    """The real Faust store of ``kind`` for partition 0, in a scratch folder."""
+    import faust
+    from faust.types import TP
+
+    from streams.sampling.store import partitioned, table_options
+
+    with tempfile.TemporaryDirectory(prefix="llmobs-bench-") as data_dir:
+        app = faust.App("bench-sampler", broker="kafka://127.0.0.1:1", datadir=data_dir)
+        table = app.Table("spans", **table_options(kind, "spans", 1))
+        if kind == ROCKSDB:
+            tp = TP(table.changelog_topic_name, 0)
+            asyncio.run(table.data.assign_partitions(table, {tp}))
+        yield _LocalStore(partitioned(table))
+
+
+def bench_sampler(traces: int) -> tuple[float, float, float]:
+    """Spans/s through the sampler (RocksDB store), memory per buffered span.
+
+    Memory is the Python heap the buffer grows by, with the memory store and
+    with the RocksDB store, whose batches are on disk (its memtables, bounded
+    per partition, are outside the Python heap).
+    """
     import tracemalloc
 
     import schemas
@@ -81,12 +117,12 @@ def bench_sampler(traces: int) -> tuple[float, float]:
 
     clock = [0.0]
 
-    def new_sampler() -> Sampler:
+    def new_sampler(store: _LocalStore) -> Sampler:
         codec = schemas.codec(schemas.SPAN_BATCH)
-        return Sampler(settings, policies, codec, _NullStore(), send, lambda: clock[0])
+        return Sampler(settings, policies, codec, store, send, lambda: clock[0])
 
-    async def speed() -> float:
-        sampler = new_sampler()
+    async def speed(store: _LocalStore) -> float:
+        sampler = new_sampler(store)
         started = time.perf_counter()
         for offset, value in enumerate(values):
             await sampler.on_batch(0, offset, value)
@@ -95,9 +131,9 @@ def bench_sampler(traces: int) -> tuple[float, float]:
         await sampler.decide_due()
         return spans / (time.perf_counter() - started)
 
-    async def memory() -> float:
+    async def memory(store: _LocalStore) -> float:
         # A run of its own: tracing allocations slows the code it traces.
-        sampler = new_sampler()
+        sampler = new_sampler(store)
         tracemalloc.start()
         before = tracemalloc.get_traced_memory()[0]
         for offset, value in enumerate(values):
@@ -106,7 +142,13 @@ def bench_sampler(traces: int) -> tuple[float, float]:
         tracemalloc.stop()
         return held / sampler.buffer.spans
 
-    return asyncio.run(speed()), asyncio.run(memory())
+    with _local_store(ROCKSDB) as store:
+        spans_per_s = asyncio.run(speed(store))
+    with _local_store(MEMORY) as store:
+        in_memory = asyncio.run(memory(store))
+    with _local_store(ROCKSDB) as store:
+        on_disk = asyncio.run(memory(store))
+    return spans_per_s, in_memory, on_disk
 
 
 def bench_aggregation(traces: int) -> float:

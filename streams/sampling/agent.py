@@ -1,11 +1,10 @@
 """Binds the sampler to a Faust app: tables, the agent on llm.spans, a timer.
 
-State lives in two tables with in-memory stores backed by changelog topics:
-``sampling-spans`` (buffered batches) and ``sampling-decisions``. Writes name
-their partition explicitly (the trace's input partition), because decisions
-are also made by the timer, outside any stream event. On a rebalance the
-revoked partitions' traces are forgotten here and recovered from the
-changelog by their new owner.
+State lives in two changelog-backed tables (``store.py``): ``sampling-spans``
+(buffered batches) and ``sampling-decisions``. Writes name their partition
+explicitly (the trace's input partition), because decisions are also made by
+the timer, outside any stream event. On a rebalance the revoked partitions'
+traces are forgotten here and recovered from the tables by their new owner.
 """
 
 from __future__ import annotations
@@ -20,39 +19,12 @@ from llmobs import topics
 from streams.sampling import config
 from streams.sampling.sampler import Sampler, parse_batch_key
 from streams.sampling.settings import SamplingSettings
+from streams.sampling.store import TableStore, table_options
 
 log = logging.getLogger(__name__)
 
 SPANS_TABLE = "sampling-spans"
 DECISIONS_TABLE = "sampling-decisions"
-# Key and value serializers: the tables hold bytes as they are.
-RAW = ("raw", "raw")
-
-
-class TableStore:
-    """``StateStore`` over two Faust tables, partition given per write."""
-
-    def __init__(self, spans: Any, decisions: Any) -> None:
-        self.spans = spans
-        self.decisions = decisions
-
-    def put_batch(self, partition: int, key: bytes, value: bytes) -> None:
-        self.spans.send_changelog(partition, key, value, *RAW)
-        self.spans.data[key] = value
-
-    def delete_batch(self, partition: int, key: bytes) -> None:
-        self.spans.send_changelog(partition, key, None, *RAW)
-        self.spans.data.pop(key, None)
-
-    def put_decision(self, partition: int, trace_id: str, value: bytes) -> None:
-        key = trace_id.encode()
-        self.decisions.send_changelog(partition, key, value, *RAW)
-        self.decisions.data[key] = value
-
-    def delete_decision(self, partition: int, trace_id: str) -> None:
-        key = trace_id.encode()
-        self.decisions.send_changelog(partition, key, None, *RAW)
-        self.decisions.data.pop(key, None)
 
 
 def register(
@@ -67,22 +39,25 @@ def register(
         log.info("tail sampling disabled")
         return None
     policies = config.load(settings.policies_file)
-    log.info("tail sampling with policies %s", ", ".join(policies.names))
+    log.info(
+        "tail sampling with policies %s, %s store",
+        ", ".join(policies.names),
+        settings.sampling_store,
+    )
 
     source = app.topic(input_topic, key_type=bytes, value_type=bytes)
     sampled = app.topic(settings.sampled_topic, key_type=bytes, value_type=bytes)
-    # TODO(#4): buffered spans live in memory, bounded by the caps and
-    # rebuilt from the changelog at start; a RocksDB store would move them to
-    # disk, but Faust's store picks the partition from the current event and
-    # decisions are taken by a timer outside any event.
-    table_options: dict[str, Any] = {
-        "key_type": bytes,
-        "value_type": bytes,
-        "partitions": app.conf.topic_partitions,
-        "store": "memory://",
-    }
-    spans_table = app.Table(SPANS_TABLE, help="buffered span batches", **table_options)
-    decisions_table = app.Table(DECISIONS_TABLE, help="decisions", **table_options)
+    kind, partitions = settings.sampling_store, app.conf.topic_partitions
+    spans_table = app.Table(
+        SPANS_TABLE,
+        help="buffered span batches",
+        **table_options(kind, SPANS_TABLE, partitions),
+    )
+    decisions_table = app.Table(
+        DECISIONS_TABLE,
+        help="decisions",
+        **table_options(kind, DECISIONS_TABLE, partitions),
+    )
 
     async def send(key: bytes, value: bytes) -> Any:
         return await sampled.send(key=key, value=value)

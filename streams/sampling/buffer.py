@@ -1,8 +1,8 @@
 """The index of traces waiting for a decision, in arrival order.
 
-The span batches themselves live in the Faust table (and its changelog);
-this index holds references to the same bytes plus what deciding needs:
-when the trace started and went quiet, whether its root ended, its size.
+The span batches themselves live in the Faust table (its local store and
+its changelog); this index holds their keys plus what deciding needs: when
+the trace started and went quiet, whether its root ended, its size.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ class PendingTrace:
     spans: int = 0
     size_bytes: int = 0
     keys: list[bytes] = field(default_factory=list)
-    values: list[bytes] = field(default_factory=list)
 
 
 class TraceBuffer:
@@ -47,7 +46,7 @@ class TraceBuffer:
         trace_id: str,
         partition: int,
         key: bytes,
-        value: bytes,
+        size_bytes: int,
         spans: int,
         root_ended: bool,
         now_s: float,
@@ -60,12 +59,11 @@ class TraceBuffer:
         elif key in trace.keys:
             return None
         trace.keys.append(key)
-        trace.values.append(value)
         trace.spans += spans
-        trace.size_bytes += len(value)
+        trace.size_bytes += size_bytes
         trace.last_seen_s = max(trace.last_seen_s, now_s)
         self.spans += spans
-        self.held_bytes += len(value)
+        self.held_bytes += size_bytes
         if root_ended or trace.root_ended:
             trace.root_ended = True
             self._ended.pop(trace_id, None)

@@ -18,6 +18,7 @@ class SamplerMetrics:
         self.late_spans: Counter[str] = Counter()
         self.undecodable_batches = 0
         self.duplicate_batches = 0
+        self.missing_batches = 0
         self.decision_cache_evictions = 0
         self.restored_traces = 0
         self.traces_held = 0
@@ -84,6 +85,11 @@ class SamplerMetrics:
                 "duplicate_batches_total",
                 self.duplicate_batches,
                 "input records seen twice",
+            ),
+            (
+                "missing_batches_total",
+                self.missing_batches,
+                "buffered batches not found in the local store at decision",
             ),
             (
                 "decision_cache_evictions_total",

@@ -1,8 +1,9 @@
 """The sampler's logic: buffer batches per trace, decide, emit, remember.
 
 Free of Faust so that it can be driven directly; ``agent.py`` binds it to
-the Faust agent, timer and tables. Durable state goes through ``StateStore``
-(the tables' changelogs). Order on a decision, so that a crash at any point
+the Faust agent, timer and tables. Span batches wait in ``StateStore`` (the
+tables: a local store and its changelog), and only their keys in memory.
+Order on a decision, so that a crash at any point
 loses no span: the kept batches are delivered first, then the decision is
 written, then the buffered batches are released.
 """
@@ -35,6 +36,8 @@ Send = Callable[[bytes, bytes], Awaitable[Awaitable[Any]]]
 
 class StateStore(Protocol):
     """Durable state of the sampler, written per input partition."""
+
+    def get_batch(self, partition: int, key: bytes) -> bytes | None: ...
 
     def put_batch(self, partition: int, key: bytes, value: bytes) -> None: ...
 
@@ -98,7 +101,7 @@ class Sampler:
         key = batch_key(trace_id, partition, offset)
         stored = ARRIVAL.pack(now_s) + value
         trace = self.buffer.add(
-            trace_id, partition, key, stored, len(spans), _root_ended(spans), now_s
+            trace_id, partition, key, len(stored), len(spans), _root_ended(spans), now_s
         )
         if trace is None:
             self.metrics.duplicate_batches += 1
@@ -132,8 +135,8 @@ class Sampler:
 
     async def decide(self, trace: PendingTrace, trigger: str) -> Decision:
         now_s = self.clock()
+        records = self._records(trace)
         self.buffer.pop(trace.trace_id)
-        records = [self.codec.decode(v[ARRIVAL.size :]) for v in trace.values]
         verdict = self.policies.decide(TraceView(trace.trace_id, records), now_s)
         decision = Decision(
             verdict.kept, verdict.policy, verdict.adjusted_count, trace.partition, now_s
@@ -213,7 +216,7 @@ class Sampler:
             spans = record["spans"]
             root_ended = _root_ended(spans)
             self.buffer.add(
-                trace_id, partition, key, value, len(spans), root_ended, arrival_s
+                trace_id, partition, key, len(value), len(spans), root_ended, arrival_s
             )
         self.metrics.restored_traces += len(self.buffer)
         log.info(
@@ -224,6 +227,21 @@ class Sampler:
         )
         self._gauges()
         return stale
+
+    def _records(self, trace: PendingTrace) -> list[dict[str, Any]]:
+        """The trace's buffered batches, read back from the store."""
+        records = []
+        for key in trace.keys:
+            value = self.store.get_batch(trace.partition, key)
+            if value is None:
+                # The local store lost what its changelog holds: say so loudly.
+                self.metrics.missing_batches += 1
+                log.error(
+                    "trace %s: buffered batch %r not in the store", trace.trace_id, key
+                )
+                continue
+            records.append(self.codec.decode(value[ARRIVAL.size :]))
+        return records
 
     async def _force(self, trace: PendingTrace, cap: str) -> None:
         self.metrics.forced[cap] += 1

@@ -11,6 +11,10 @@ from llmobs.settings import setting, settings_class
 # Keep errors, failed and slow model calls, expensive traces and unpriced
 # models; a tenth of the rest, under a rate limit.
 DEFAULT_POLICIES = Path(__file__).with_name("default-policies.yaml")
+# Local stores of the sampler's tables (see store.py).
+ROCKSDB = "rocksdb"
+MEMORY = "memory"
+STORES = (ROCKSDB, MEMORY)
 
 
 @settings_class
@@ -22,6 +26,11 @@ class SamplingSettings:
         str(DEFAULT_POLICIES), "YAML file of sampling policies"
     )
     sampled_topic: str = setting(topics.SPANS_SAMPLED, "topic of the kept traces")
+    sampling_store: str = setting(
+        ROCKSDB,
+        "local store of the buffered spans: rocksdb (on disk under data_dir) or"
+        " memory; both are rebuilt from their changelog topic when lost",
+    )
     decision_wait_s: float = setting(
         30.0, "longest wait after a trace's first span before deciding"
     )
@@ -41,6 +50,11 @@ class SamplingSettings:
     )
 
     def validate(self) -> None:
+        if self.sampling_store not in STORES:
+            raise ConfigError(
+                f"setting sampling_store must be one of {', '.join(STORES)},"
+                f" not {self.sampling_store!r}"
+            )
         for name in ("decision_wait_s", "quiet_period_s", "decision_tick_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"setting {name} must be positive")

@@ -3,12 +3,14 @@
 Traces arrive in several batches over several partitions; the worker is
 killed with SIGKILL while traces are buffered and restarted; roots and late
 spans arrive afterwards. Every kept trace must come out complete, once, and
-no dropped trace may come out at all.
+no dropped trace may come out at all, whichever local store holds the
+buffer, and also when the worker comes back without its local disk.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -162,9 +164,19 @@ def read_sampled(
     return records
 
 
+@pytest.mark.parametrize(
+    ("store", "lose_disk"),
+    [("rocksdb", False), ("rocksdb", True), ("memory", False)],
+    ids=["rocksdb", "rocksdb-disk-lost", "memory"],
+)
 def test_traces_survive_sigkill_and_come_out_complete_once(
-    sampler_env: dict[str, str], kafka_bootstrap: str, tmp_path: Path
+    sampler_env: dict[str, str],
+    kafka_bootstrap: str,
+    tmp_path: Path,
+    store: str,
+    lose_disk: bool,
 ) -> None:
+    sampler_env["LLMOBS_SAMPLING_STORE"] = store
     input_topic = sampler_env["SAMPLER_INPUT"]
     # Four batches each: two children (the last call, failed in every fourth
     # trace, comes first), then after the restart the root, then a late child.
@@ -202,6 +214,9 @@ def test_traces_survive_sigkill_and_come_out_complete_once(
         # Let a commit pass so that the restart replays nothing already decided.
         time.sleep(3)
         worker.kill()
+        if lose_disk:
+            # A pod rescheduled without its volume: only the changelog is left.
+            shutil.rmtree(sampler_env["SAMPLER_DATA_DIR"])
 
         worker.start()
         worker.wait_metric("llmobs_sampling_traces_held", lambda v: v == 24)

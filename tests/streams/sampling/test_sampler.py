@@ -23,6 +23,9 @@ class MemoryStore:
         self.batches: dict[bytes, bytes] = {}
         self.decisions: dict[bytes, bytes] = {}
 
+    def get_batch(self, partition: int, key: bytes) -> bytes | None:
+        return self.batches.get(key)
+
     def put_batch(self, partition: int, key: bytes, value: bytes) -> None:
         self.batches[key] = value
 
@@ -266,3 +269,22 @@ def test_metrics_page_has_the_counters() -> None:
     assert 'llmobs_sampling_decisions_total{policy="errors",decision="kept"} 1' in text
     assert 'llmobs_sampling_decision_latency_seconds_bucket{le="2.5"} 1' in text
     assert 'llmobs_sampling_decision_latency_seconds_bucket{le="1.0"} 0' in text
+
+
+async def test_the_buffer_reads_batches_back_from_the_store_at_decision() -> None:
+    h = Harness(KEEP_ALL)
+    trace_id, batches, span_ids = trace_in_batches(3, [[1], [2, 3], [0]])
+    for batch in batches:
+        await h.feed(batch)
+    # Only keys stay in memory: what the store holds is what is emitted.
+    assert all(not hasattr(t, "values") for t in h.sampler.buffer.traces.values())
+    lost = next(k for k in h.store.batches if k.endswith(b"/0/1"))
+    del h.store.batches[lost]
+
+    h.clock.now_s += 3
+    assert await h.sampler.decide_due() == 1
+
+    first = {s["span_id"] for s in CODEC.decode(batches[0])["spans"]}
+    assert h.sent_spans(trace_id) == span_ids - first
+    assert h.sampler.metrics.missing_batches == 1
+    assert "llmobs_sampling_missing_batches_total 1" in h.sampler.metrics.prometheus()

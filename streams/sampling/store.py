@@ -1,0 +1,153 @@
+"""Where the sampler's state waits: Faust tables written by input partition.
+
+Both tables are backed by a changelog topic. Their local store is RocksDB
+(``rocksdb``, the default: buffered spans on disk, only an index of them in
+memory, and after a restart only the changelog's tail is read back) or a
+dict (``memory``: the whole changelog is read back at every start).
+
+Faust's own RocksDB store takes the partition of a write from the stream
+event being processed; the sampler also writes from its decision timer,
+outside any event, so ``PartitionedRocksDBStore`` adds reads and writes that
+name their partition.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Protocol
+
+import faust.stores
+from faust.stores.rocksdb import Store as RocksDBStore
+
+from streams.sampling.settings import ROCKSDB
+
+ROCKSDB_SCHEME = "llmobs-rocksdb"
+# Key and value serializers: the tables hold bytes as they are.
+RAW = ("raw", "raw")
+
+# Per partition database: small memtables, since the values are short-lived
+# (a trace waits seconds) and a worker opens one database per partition.
+ROCKSDB_OPTIONS = {
+    "write_buffer_size": 8 * 1024 * 1024,
+    "max_write_buffer_number": 2,
+    "block_cache_size": 16 * 1024 * 1024,
+}
+
+faust.stores.STORES.aliases[ROCKSDB_SCHEME] = f"{__name__}:PartitionedRocksDBStore"
+
+
+class PartitionedRocksDBStore(RocksDBStore):
+    """Faust's RocksDB store, plus access by explicit partition.
+
+    Only the databases of assigned partitions are open. A write for another
+    partition (a decision finishing just after a rebalance took its partition
+    away) goes to the changelog alone, from which the new owner reads it.
+    """
+
+    def get_in(self, partition: int, key: bytes) -> bytes | None:
+        db = self._dbs.get(partition)
+        value = db.get(key) if db is not None else None
+        return bytes(value) if value is not None else None
+
+    def put_in(self, partition: int, key: bytes, value: bytes) -> None:
+        db = self._dbs.get(partition)
+        if db is not None:
+            db.put(key, value)
+            self._key_index[key] = partition
+
+    def delete_in(self, partition: int, key: bytes) -> None:
+        db = self._dbs.get(partition)
+        if db is not None:
+            db.delete(key)
+        self._key_index.pop(key, None)
+
+
+class Partitioned(Protocol):
+    def get_in(self, partition: int, key: bytes) -> bytes | None: ...
+
+    def put_in(self, partition: int, key: bytes, value: bytes) -> None: ...
+
+    def delete_in(self, partition: int, key: bytes) -> None: ...
+
+
+class _MemoryPartitions:
+    """A memory store's dict, which needs no partition."""
+
+    def __init__(self, data: Any) -> None:
+        self.data = data
+
+    def get_in(self, partition: int, key: bytes) -> bytes | None:
+        value = self.data.get(key)
+        return value if value is None else bytes(value)
+
+    def put_in(self, partition: int, key: bytes, value: bytes) -> None:
+        self.data[key] = value
+
+    def delete_in(self, partition: int, key: bytes) -> None:
+        self.data.pop(key, None)
+
+
+def table_options(kind: str, name: str, partitions: int) -> dict[str, Any]:
+    """Keyword arguments of ``app.Table`` for the sampler table ``name``."""
+    # The table name as the URL's path: Faust ignores a store URL without one
+    # ("rocksdb://" is an empty URL) and falls back to the app's store.
+    options: dict[str, Any] = {
+        "key_type": bytes,
+        "value_type": bytes,
+        "partitions": partitions,
+        "store": f"memory:{name}",
+    }
+    if kind == ROCKSDB:
+        options["store"] = f"{ROCKSDB_SCHEME}:{name}"
+        options["options"] = dict(ROCKSDB_OPTIONS)
+    return options
+
+
+def partitioned(table: Any) -> Partitioned:
+    data = table.data
+    if isinstance(data, PartitionedRocksDBStore):
+        return data
+    return _MemoryPartitions(data)
+
+
+class TableStore:
+    """The sampler's ``StateStore`` over its two Faust tables.
+
+    Each write goes to the changelog (the partition given is the trace's input
+    partition) and to the local store; the changelog is what survives a lost
+    disk, the local store what a read finds.
+    """
+
+    def __init__(self, spans: Any, decisions: Any) -> None:
+        self.spans = spans
+        self.decisions = decisions
+
+    @functools.cached_property
+    def _spans(self) -> Partitioned:
+        # Faust builds a table's store on first access: not before it starts.
+        return partitioned(self.spans)
+
+    @functools.cached_property
+    def _decisions(self) -> Partitioned:
+        return partitioned(self.decisions)
+
+    def get_batch(self, partition: int, key: bytes) -> bytes | None:
+        return self._spans.get_in(partition, key)
+
+    def put_batch(self, partition: int, key: bytes, value: bytes) -> None:
+        self.spans.send_changelog(partition, key, value, *RAW)
+        self._spans.put_in(partition, key, value)
+
+    def delete_batch(self, partition: int, key: bytes) -> None:
+        self.spans.send_changelog(partition, key, None, *RAW)
+        self._spans.delete_in(partition, key)
+
+    def put_decision(self, partition: int, trace_id: str, value: bytes) -> None:
+        key = trace_id.encode()
+        self.decisions.send_changelog(partition, key, value, *RAW)
+        self._decisions.put_in(partition, key, value)
+
+    def delete_decision(self, partition: int, trace_id: str) -> None:
+        key = trace_id.encode()
+        self.decisions.send_changelog(partition, key, None, *RAW)
+        self._decisions.delete_in(partition, key)
