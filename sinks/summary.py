@@ -27,7 +27,9 @@ SELECT coalesce(provider, '-')                          AS provider,
        coalesce(sum(output_tokens), 0)                  AS output_tokens,
        coalesce(sum(cache_read_tokens), 0)              AS cached_tokens,
        coalesce(sum(reasoning_tokens), 0)               AS reasoning_tokens,
-       coalesce(sum(cost_total), 0)                     AS cost
+       count(*) FILTER (WHERE cost_status = 'unknown_model')
+                                                        AS unpriced,
+       sum(cost_total)                                  AS cost
 FROM llm_spans
 WHERE ($1::interval IS NULL OR start_time >= now() - $1::interval)
   AND ($2::text IS NULL OR tenant = $2)
@@ -51,10 +53,13 @@ HEADINGS = (
     "output",
     "cached",
     "reasoning",
+    "unpriced",
     "cost",
 )
 # Decimal places shown for cost (the column holds twelve).
 COST_PLACES = 6
+# Shown for a cost that no span of the row has (never priced as zero).
+NO_COST = "-"
 
 
 def parse_since(text: str) -> timedelta | None:
@@ -145,8 +150,8 @@ def render(rows: Sequence[tuple[Any, ...]]) -> str:
         "total",
         "",
         "",
-        *(sum(r[i] for r in rows) for i in range(3, 9)),
-        sum((Decimal(r[9]) for r in rows), Decimal(0)),
+        *(sum(r[i] for r in rows) for i in range(3, 10)),
+        _total_cost([r[10] for r in rows]),
     )
     cells = [HEADINGS, *(_cells(r) for r in rows), _cells(totals)]
     widths = [max(len(row[i]) for row in cells) for i in range(len(HEADINGS))]
@@ -161,8 +166,13 @@ def render(rows: Sequence[tuple[Any, ...]]) -> str:
     return "\n".join([line(cells[0]), rule, *body, rule, line(cells[-1])])
 
 
+def _total_cost(costs: Sequence[Any]) -> Decimal | None:
+    priced = [Decimal(c) for c in costs if c is not None]
+    return sum(priced, Decimal(0)) if priced else None
+
+
 def _cells(row: tuple[Any, ...]) -> tuple[str, ...]:
     text = [str(v) for v in row[:3]]
-    numbers = [f"{int(v):,}" for v in row[3:9]]
-    cost = f"{Decimal(row[9]):,.{COST_PLACES}f}"
+    numbers = [f"{int(v):,}" for v in row[3:10]]
+    cost = NO_COST if row[10] is None else f"{Decimal(row[10]):,.{COST_PLACES}f}"
     return (*text, *numbers, cost)

@@ -33,6 +33,11 @@ GPT_4O_COST = {
     "match": "exact gpt-4o-2024-08-06",
     "matched_model": "gpt-4o",
 }
+UNKNOWN_MODEL_COST = {
+    **{k: None for k in GPT_4O_COST},
+    "status": "unknown_model",
+    "catalog": "genai-prices 0.2.3",
+}
 
 
 @pytest.mark.parametrize(
@@ -59,8 +64,9 @@ def test_parse_since_rejects_bad_windows_naming_the_key(text: str) -> None:
 def test_render_aligns_columns_and_totals() -> None:
     table = summary.render(
         [
-            ("openai", "gpt-4o", "chat", 3, 1, 1200, 300, 100, 0, Decimal("0.0123")),
-            ("anthropic", "claude", "chat", 1, 0, 5, 6, 0, 2, Decimal("1.5")),
+            ("openai", "gpt-4o", "chat", 3, 1, 1200, 300, 100, 0, 0, Decimal("0.0123")),
+            ("anthropic", "claude", "chat", 1, 0, 5, 6, 0, 2, 0, Decimal("1.5")),
+            ("vllm", "llama-internal", "chat", 2, 0, 10, 10, 0, 0, 2, None),
         ]
     )
 
@@ -76,15 +82,18 @@ def test_render_aligns_columns_and_totals() -> None:
         "300",
         "100",
         "0",
+        "0",
         "0.012300",
     ]
+    assert lines[4].split()[-2:] == ["2", summary.NO_COST]
     assert lines[-1].split() == [
         "total",
-        "4",
+        "6",
         "1",
-        "1,205",
-        "306",
+        "1,215",
+        "316",
         "100",
+        "2",
         "2",
         "1.512300",
     ]
@@ -119,6 +128,7 @@ async def test_summary_groups_by_provider_model_and_operation(
                 cache_read_tokens=None,
                 reasoning_tokens=None,
             ),
+            cost=UNKNOWN_MODEL_COST,
         ),
         span("d" * 16, genai=None, name="tool"),
     ]
@@ -128,7 +138,7 @@ async def test_summary_groups_by_provider_model_and_operation(
     text = await summary.summarize(settings)
 
     lines = {tuple(line.split()[:3]): line.split()[3:] for line in text.splitlines()}
-    free = "0.000000"
+    unpriced = summary.NO_COST
     assert lines[("openai", "gpt-4o", "chat")] == [
         "1",
         "0",
@@ -136,7 +146,8 @@ async def test_summary_groups_by_provider_model_and_operation(
         "45",
         "100",
         "7",
-        free,
+        "0",
+        unpriced,
     ]
     assert lines[("openai", "gpt-4o-2024-08-06", "chat")] == [
         "1",
@@ -145,6 +156,7 @@ async def test_summary_groups_by_provider_model_and_operation(
         "45",
         "100",
         "7",
+        "0",
         "0.000625",
     ]
     assert lines[("anthropic", "claude-3", "chat")] == [
@@ -154,9 +166,10 @@ async def test_summary_groups_by_provider_model_and_operation(
         "5",
         "0",
         "0",
-        free,
+        "1",
+        unpriced,
     ]
-    assert lines[("-", "-", "-")] == ["1", "0", "0", "0", "0", "0", free]
+    assert lines[("-", "-", "-")] == ["1", "0", "0", "0", "0", "0", "0", unpriced]
     assert text.splitlines()[-1].split() == [
         "total",
         "4",
@@ -165,6 +178,7 @@ async def test_summary_groups_by_provider_model_and_operation(
         "95",
         "200",
         "14",
+        "1",
         "0.000625",
     ]
 
