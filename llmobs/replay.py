@@ -107,7 +107,10 @@ def read_requests(
 
 
 def _guess_format(path: Path, data: bytes) -> str:
-    if data.lstrip()[:1] == b"{" or path.suffix in (".jsonl", ".json"):
+    # A protobuf request opens with 0x0A, a newline to lstrip(): a file
+    # that starts with it is JSON only when its name says so.
+    opens_json = data[:1] != b"\n" and data.lstrip()[:1] == b"{"
+    if opens_json or path.suffix in (".jsonl", ".json"):
         # One pretty-printed request, or one request per line.
         return "json" if _is_one_json_object(data) else "jsonl"
     if _is_length_prefixed(data):

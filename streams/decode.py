@@ -27,7 +27,6 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 
 import schemas
 from llmobs import otlp, topics
-from llmobs.errors import DecodeError
 from streams.normalize import normalize_genai
 
 if TYPE_CHECKING:
@@ -126,18 +125,12 @@ def decode_message(
         return out
 
     # The Collector's kafkaexporter writes otlp_proto by default and
-    # otlp_json on request; a JSON object is never valid protobuf here.
-    # A serialized request starts with field 1's tag (0x0A); JSON with "{",
-    # possibly after white space.
-    content_type = otlp.JSON if value.lstrip()[:1] == b"{" else otlp.PROTOBUF
+    # otlp_json on request, with no header saying which.
     try:
-        if content_type == otlp.JSON:
-            decoded = otlp.decode_json(value)
-        else:
-            decoded = otlp.decode_proto(value)
-    except DecodeError as exc:
+        decoded, _ = otlp.decode_untyped(value)
+    except otlp.UntypedDecodeError as exc:
         out.dead_letters.append(
-            DeadLetter(exc.reason, exc.detail, value, 0, content_type)
+            DeadLetter(exc.reason, exc.detail, value, 0, exc.content_type)
         )
         return out
 

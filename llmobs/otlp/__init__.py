@@ -10,7 +10,7 @@ Both decoders raise DecodeError (reason NOT_PROTOBUF, INVALID_JSON or
 EMPTY_REQUEST) when nothing in the input is a usable trace request.
 """
 
-from llmobs.otlp.decode import decode_proto
+from llmobs.otlp.decode import UntypedDecodeError, decode_proto, decode_untyped
 from llmobs.otlp.json_decode import decode_json
 from llmobs.otlp.split import split_by_trace
 from llmobs.otlp.validate import (
@@ -53,12 +53,14 @@ __all__ = [
     "PROTOBUF",
     "Decoded",
     "Rejection",
+    "UntypedDecodeError",
     "any_value",
     "attributes_dict",
     "attributes_json",
     "check_span",
     "decode_json",
     "decode_proto",
+    "decode_untyped",
     "events_json",
     "links_json",
     "split_by_trace",

@@ -19,7 +19,9 @@ from llmobs.otlp.validate import (
     EMPTY_REQUEST,
     INVALID_PROTOBUF,
     INVALID_UTF8,
+    JSON,
     NOT_PROTOBUF,
+    PROTOBUF,
     Decoded,
     Rejects,
     validate,
@@ -158,3 +160,38 @@ def _count_spans(scope_bytes: bytes) -> int:
         return len(wire.submessages(scope_bytes, _SCOPE_SPANS_SPANS))
     except wire.WireError:
         return 1
+
+
+def decode_untyped(data: bytes) -> tuple[Decoded, str]:
+    """Decode a body of unknown encoding: OTLP protobuf or OTLP JSON.
+
+    Returns the decoded request and the content type it was read as. A
+    serialized request opens with field 1's tag, 0x0A, which is also a
+    newline: white space before "{" cannot tell the two apart, so protobuf
+    is tried first on such a body and JSON only when that fails.
+    """
+    from llmobs.otlp.json_decode import decode_json
+
+    looks_json = data.lstrip()[:1] == b"{"
+    if looks_json and data[:1] != b"\n":
+        try:
+            return decode_json(data), JSON
+        except DecodeError as exc:
+            raise UntypedDecodeError(exc, JSON) from exc
+    try:
+        return decode_proto(data), PROTOBUF
+    except DecodeError as exc:
+        if exc.reason != NOT_PROTOBUF or not looks_json:
+            raise UntypedDecodeError(exc, PROTOBUF) from exc
+    try:
+        return decode_json(data), JSON
+    except DecodeError as exc:
+        raise UntypedDecodeError(exc, JSON) from exc
+
+
+class UntypedDecodeError(DecodeError):
+    """A DecodeError that names the content type the body was read as."""
+
+    def __init__(self, error: DecodeError, content_type: str) -> None:
+        super().__init__(error.reason, error.detail)
+        self.content_type = content_type

@@ -10,6 +10,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
 )
+from otlp_shapes import request_opening_with_brace
 
 from llmobs import synthetic
 from llmobs.errors import ConfigError, DecodeError
@@ -47,6 +48,16 @@ def test_a_bare_protobuf_message_is_one_request(tmp_path: Path) -> None:
 
     assert kind == PROTOBUF
     assert ExportTraceServiceRequest.FromString(body).resource_spans
+
+
+def test_a_protobuf_file_opening_with_newline_brace_is_protobuf(
+    tmp_path: Path,
+) -> None:
+    request = request_opening_with_brace().SerializeToString()
+    path = tmp_path / "one.bin"
+    path.write_bytes(request)
+
+    assert list(read_requests(path)) == [(request, PROTOBUF)]
 
 
 def test_truncated_stream_is_a_clear_error(tmp_path: Path) -> None:

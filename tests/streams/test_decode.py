@@ -11,6 +11,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
 )
 from opentelemetry.proto.trace.v1 import trace_pb2
+from otlp_shapes import request_opening_with_brace
 
 import schemas
 import streams.decode as decode_module
@@ -205,3 +206,26 @@ def test_a_single_span_too_big_is_dead_lettered_alone(
     replayable = ExportTraceServiceRequest.FromString(letter.value)
     assert replayable.resource_spans[0].scope_spans[0].spans[0] == big
     assert replayable.resource_spans[0].resource == request.resource_spans[0].resource
+
+
+def test_protobuf_whose_second_byte_is_a_brace_is_not_read_as_json() -> None:
+    request = request_opening_with_brace()
+
+    decoded, batches = decode_all(request.SerializeToString())
+
+    assert not decoded.dead_letters
+    assert decoded.spans == 1
+    (batch,) = batches.values()
+    assert (
+        batch["trace_id"]
+        == request.resource_spans[0].scope_spans[0].spans[0].trace_id.hex()
+    )
+
+
+def test_json_after_a_leading_newline_is_still_json() -> None:
+    value = b"\n" + synthetic.otlp_json(synthetic.llm_trace(calls=1))
+
+    decoded, _ = decode_all(value)
+
+    assert not decoded.dead_letters
+    assert decoded.spans == 2
