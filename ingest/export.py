@@ -26,6 +26,7 @@ from llmobs.otlp import (
     Rejection,
     decode_json,
     decode_proto,
+    reject_bad_tenants,
     split_by_trace,
 )
 from llmobs.topics import HEADER_RECEIVED_NS, HEADER_TENANT
@@ -87,6 +88,8 @@ class Exporter:
         decoded = self._decode(body, content_type, headers)
         if decoded is None:
             return ExportResult(0, 0, "")
+        if tenant is None:
+            decoded = reject_bad_tenants(decoded)
         self._reject(decoded.rejected, headers)
         if decoded.span_count == 0:
             raise DecodeError(

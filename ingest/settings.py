@@ -5,6 +5,7 @@ from __future__ import annotations
 from llmobs.errors import ConfigError
 from llmobs.kafka import DEFAULT_BOOTSTRAP
 from llmobs.settings import env_name, setting, settings_class
+from llmobs.tenants import tenant_problem
 from llmobs.topics import DLQ, OTLP_SPANS
 
 MIB = 1024 * 1024
@@ -62,6 +63,11 @@ class GatewaySettings:
             raise ConfigError(
                 "settings retry_after_s and shutdown_grace_s must be >= 0"
             )
+        for tenant in self.api_keys.values():
+            if problem := tenant_problem(tenant):
+                raise ConfigError(
+                    f"setting api_keys ({env_name('api_keys')}): {problem}"
+                )
         if self.require_api_key and not self.api_keys:
             raise ConfigError(
                 f"setting require_api_key needs api_keys ({env_name('api_keys')})"

@@ -27,16 +27,15 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 
 import schemas
 from llmobs import otlp, topics
+from llmobs.tenants import INVALID_TENANT, resource_tenant, tenant_problem
 from streams.normalize import normalize_genai
 
 if TYPE_CHECKING:
     from streams.cost import Pricer
 
-DEFAULT_TENANT = "default"
 # Records stay well under the broker's 16 MiB message limit; a bigger trace
 # travels as several records.
 MAX_RECORD_BYTES = 4 * 1024 * 1024
-TENANT_RESOURCE_ATTRIBUTE = "tenant.id"
 
 _KIND_NAMES = {value: name for name, value in trace_pb2.Span.SpanKind.items()}
 _STATUS_NAMES = {
@@ -127,10 +126,21 @@ def decode_message(
     # The Collector's kafkaexporter writes otlp_proto by default and
     # otlp_json on request, with no header saying which.
     try:
-        decoded, _ = otlp.decode_untyped(value)
+        decoded, content_type = otlp.decode_untyped(value)
     except otlp.UntypedDecodeError as exc:
         out.dead_letters.append(
             DeadLetter(exc.reason, exc.detail, value, 0, exc.content_type)
+        )
+        return out
+
+    header_tenant = header_value(headers, topics.HEADER_TENANT)
+    if header_tenant is None:
+        decoded = otlp.reject_bad_tenants(decoded)
+    elif problem := tenant_problem(header_tenant):
+        # The header speaks for every span of the message.
+        spans = decoded.span_count + decoded.rejected_spans
+        out.dead_letters.append(
+            DeadLetter(INVALID_TENANT, problem, value, spans, content_type)
         )
         return out
 
@@ -150,7 +160,6 @@ def decode_message(
         )
         return out
 
-    header_tenant = header_value(headers, topics.HEADER_TENANT)
     received_ns = _received_ns(headers, source)
     _normalize_request(
         decoded.request,
@@ -191,9 +200,7 @@ def _normalize_request(
         resource = resource_spans.resource
         resource_attrs = otlp.attributes_dict(resource.attributes)
         service_name = str(resource_attrs.get("service.name", ""))
-        tenant = header_tenant or str(
-            resource_attrs.get(TENANT_RESOURCE_ATTRIBUTE) or DEFAULT_TENANT
-        )
+        tenant = header_tenant or resource_tenant(resource_attrs)
         resource_bytes = resource.SerializeToString()
         resource_json = orjson.dumps(resource_attrs, default=_json_default).decode()
 

@@ -29,6 +29,7 @@ from llmobs.otlp.validate import (
     Decoded,
     Rejection,
     check_span,
+    reject_bad_tenants,
 )
 from llmobs.otlp.values import (
     any_value,
@@ -63,5 +64,6 @@ __all__ = [
     "decode_untyped",
     "events_json",
     "links_json",
+    "reject_bad_tenants",
     "split_by_trace",
 ]

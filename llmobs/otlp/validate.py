@@ -14,7 +14,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
+from llmobs.otlp.values import attributes_dict
 from llmobs.otlp.wire import encode_field
+from llmobs.tenants import INVALID_TENANT, resource_tenant, tenant_problem
 
 INVALID_TRACE_ID = "invalid_trace_id"
 INVALID_SPAN_ID = "invalid_span_id"
@@ -208,3 +210,32 @@ def _drop_empty(request: ExportTraceServiceRequest) -> None:
                 del rs.scope_spans[ss_index]
         if not rs.scope_spans:
             del request.resource_spans[rs_index]
+
+
+def reject_bad_tenants(decoded: Decoded) -> Decoded:
+    """Move the resources whose ``tenant.id`` is no valid tenant to rejections.
+
+    Only for requests whose tenant is not set otherwise (by an API key or a
+    Kafka header), where that attribute decides where the spans belong.
+    """
+    request = decoded.request
+    rejects = Rejects()
+    removed = 0
+    for rs_index in range(len(request.resource_spans) - 1, -1, -1):
+        rs = request.resource_spans[rs_index]
+        problem = tenant_problem(
+            resource_tenant(attributes_dict(rs.resource.attributes))
+        )
+        if problem is None:
+            continue
+        for ss in rs.scope_spans:
+            rejects.add_spans(INVALID_TENANT, problem, rs, ss, list(ss.spans))
+            removed += len(ss.spans)
+        del request.resource_spans[rs_index]
+    if not rejects:
+        return decoded
+    return Decoded(
+        request=request,
+        rejected=decoded.rejected + rejects.result(),
+        span_count=decoded.span_count - removed,
+    )

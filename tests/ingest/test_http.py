@@ -256,6 +256,29 @@ async def test_partial_success_and_dead_letter(
     assert reasons == [b"invalid_timestamps", b"invalid_utf8"]
 
 
+async def test_spans_of_a_resource_with_a_bad_tenant_are_rejected(
+    start_gateway: Callable[..., object],
+    read_topic: Callable[..., object],
+    build_request: BuildRequest,
+) -> None:
+    gateway: Gateway = await start_gateway()
+    request = build_request([TRACE_A], spans_per_trace=1)
+    bad = build_request([TRACE_B], spans_per_trace=2).resource_spans[0]
+    bad.resource.attributes.add(key="tenant.id").value.string_value = "a b"
+    request.resource_spans.append(bad)
+
+    status, answer, _ = await post(gateway, request.SerializeToString())
+
+    assert status == 200
+    response = ExportTraceServiceResponse.FromString(answer)
+    assert response.partial_success.rejected_spans == 2
+    assert "invalid_tenant" in response.partial_success.error_message
+    [message] = await read_topic(gateway.settings.input_topic, 1)
+    assert message.key() == TRACE_A.hex().encode()
+    [dead] = await read_topic(gateway.settings.dlq_topic, 1)
+    assert headers_of(dead)[HEADER_DLQ_REASON] == b"invalid_tenant"
+
+
 async def test_unsupported_content_type_is_415(
     start_gateway: Callable[..., object],
 ) -> None:

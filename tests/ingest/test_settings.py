@@ -50,3 +50,8 @@ def test_bad_settings_name_the_key(argv: list[str], key: str) -> None:
         load(GatewaySettings, parse(argv))
 
     assert key in str(caught.value)
+
+
+def test_an_api_key_tenant_that_cannot_be_a_tenant_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"api_keys.*may hold only"):
+        GatewaySettings(api_keys={"k1": "team a"}).validate()

@@ -229,3 +229,28 @@ def test_json_after_a_leading_newline_is_still_json() -> None:
 
     assert not decoded.dead_letters
     assert decoded.spans == 2
+
+
+def test_a_resource_with_a_bad_tenant_is_dead_lettered_alone() -> None:
+    good = synthetic.llm_trace(calls=1, tenant="acme")
+    bad = synthetic.llm_trace(calls=2, tenant="x" * 5000)
+    value = synthetic.merge([good, bad]).SerializeToString()
+
+    decoded, batches = decode_all(value)
+
+    assert [b["tenant"] for b in batches.values()] == ["acme"]
+    (dead,) = decoded.dead_letters
+    assert dead.reason == "invalid_tenant"
+    assert dead.spans == 3
+    replayable = ExportTraceServiceRequest.FromString(dead.value)
+    assert len(replayable.resource_spans[0].scope_spans[0].spans) == 3
+
+
+def test_a_bad_tenant_header_sets_the_whole_message_aside() -> None:
+    value = synthetic.llm_trace(calls=1, tenant="acme").SerializeToString()
+
+    decoded, batches = decode_all(value, {topics.HEADER_TENANT: b"a\r\nb"})
+
+    assert batches == {}
+    (dead,) = decoded.dead_letters
+    assert (dead.reason, dead.spans, dead.value) == ("invalid_tenant", 2, value)
