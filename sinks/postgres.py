@@ -22,11 +22,19 @@ from llmobs.retry import Backoff, ShutdownRequested, retry_async
 from llmobs.settings import describe
 from sinks.consumer import BatchConsumer, Item, LoopSettings
 from sinks.handlers import WriteThrough
-from sinks.rows import Row, batch_rows
+from sinks.rows import Row, batch_rows, without_nul
 from sinks.settings import SinkSettings
 from sinks.writer import TRANSIENT_ERRORS, SpanWriter
 
 log = logging.getLogger(__name__)
+
+# What the data of a record causes, not the state of the database: the record
+# is written span by span and what still fails is set aside, never retried.
+REJECTED_DATA = (
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+    asyncpg.ProgramLimitExceededError,
+)
 
 
 class PostgresHandler(WriteThrough):
@@ -67,7 +75,7 @@ class PostgresHandler(WriteThrough):
             return None
         try:
             inserted = await self._write_rows(rows, stop)
-        except asyncpg.DataError as exc:
+        except REJECTED_DATA as exc:
             log.warning(
                 "batch of %d spans rejected (%s); writing record by record",
                 len(rows),
@@ -80,19 +88,43 @@ class PostgresHandler(WriteThrough):
         return None
 
     async def _write_each(self, items: list[Item], stop: asyncio.Event) -> int:
-        # Isolates records the database rejects (bad JSON, NUL characters)
-        # so one of them cannot stop the partition.
+        # Isolates records the database rejects so one of them cannot stop the
+        # partition; within such a record, every span it can hold is written.
         inserted = 0
         for item in items:
             if item.dead or not item.payload:
                 continue
             try:
                 inserted += await self._write_rows(item.payload, stop)
-            except asyncpg.DataError as exc:
-                item.kill(
-                    "rejected_by_database",
-                    f"{exc.sqlstate} {type(exc).__name__}: {exc}",
-                )
+            except REJECTED_DATA:
+                inserted += await self._write_spans_of(item, stop)
+        return inserted
+
+    async def _write_spans_of(self, item: Item, stop: asyncio.Event) -> int:
+        """Write a rejected record's rows one at a time; set the record aside
+        (whole, replayable: the insert is idempotent) if any still fails."""
+        inserted, refused = 0, []
+        for row in item.payload:
+            try:
+                inserted += await self._write_rows([row], stop)
+                continue
+            except REJECTED_DATA as exc:
+                error = exc
+            cleaned = without_nul(row)
+            if cleaned is not row:
+                try:
+                    inserted += await self._write_rows([cleaned], stop)
+                    log.warning("span %s: NUL characters replaced to store it", row[2])
+                    continue
+                except REJECTED_DATA as exc:
+                    error = exc
+            refused.append(f"span {row[2]}: {error.sqlstate} {type(error).__name__}")
+        if refused:
+            item.kill(
+                "rejected_by_database",
+                f"{len(refused)} of {len(item.payload)} spans refused; "
+                + "; ".join(refused[:3]),
+            )
         return inserted
 
     async def _write_rows(self, rows: list[Row], stop: asyncio.Event) -> int:
@@ -104,7 +136,7 @@ class PostgresHandler(WriteThrough):
                 backoff=self._backoff,
                 shutdown=stop,
             )
-        except (asyncpg.DataError, ShutdownRequested):
+        except (*REJECTED_DATA, ShutdownRequested):
             raise
         except TRANSIENT_ERRORS as exc:
             raise StageError(

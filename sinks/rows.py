@@ -10,6 +10,7 @@ written before spans carried a cost leave the cost columns NULL.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -98,6 +99,14 @@ INSERT_FROM_STAGING = (
     f"FROM {STAGING_TABLE} ON CONFLICT DO NOTHING"
 )
 
+_JSON_INDEXES = frozenset(COLUMN_NAMES.index(name) for name in _CASTS) - {
+    COLUMN_NAMES.index("reported_cost")
+}
+# An escaped NUL in JSON text: "\\u0000" after an even run of backslashes.
+_JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+# What stands for a NUL, which PostgreSQL text and jsonb cannot hold.
+NUL_STAND_IN = "\ufffd"
+
 _NO_GENAI: tuple[None, ...] = (None,) * 19
 _NO_COST: tuple[None, ...] = (None,) * 12
 
@@ -154,6 +163,27 @@ def batch_rows(batch: dict[str, Any]) -> list[Row]:
             )
         )
     return rows
+
+
+def without_nul(row: Row) -> Row:
+    """``row`` with every NUL character replaced, or ``row`` itself if it has none.
+
+    OTLP strings may hold NUL; PostgreSQL refuses it in text and jsonb. The
+    original bytes stay in the archive and the trace backend.
+    """
+    values = list(row)
+    for index, value in enumerate(values):
+        if isinstance(value, str):
+            if index in _JSON_INDEXES:
+                value = _JSON_NUL.sub(r"\1\\ufffd", value)
+            values[index] = value.replace("\x00", NUL_STAND_IN)
+        elif isinstance(value, list):
+            values[index] = [
+                v.replace("\x00", NUL_STAND_IN) if isinstance(v, str) else v
+                for v in value
+            ]
+    cleaned = tuple(values)
+    return row if cleaned == row else cleaned
 
 
 def row_day(row: Row) -> date:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import socket
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -252,6 +253,64 @@ async def test_record_the_database_rejects_is_dead_lettered_alone(
     assert headers[topics.HEADER_DLQ_REASON] == "rejected_by_database"
     assert headers[topics.HEADER_DLQ_OFFSET] == "1"
     assert sink.dead_lettered == 1
+
+
+async def test_a_span_too_big_for_an_index_costs_only_itself(
+    db: asyncpg.Connection,
+    new_topic: Callable[..., str],
+    produce: Any,
+    sink_settings: Any,
+    kafka_bootstrap: str,
+) -> None:
+    topic = new_topic("sink-limit-in", 1)
+    dlq = new_topic("sink-limit", 1)
+    trace_id = new_trace_id()
+    # Random text does not compress: the index row outgrows its page.
+    huge_model = secrets.token_hex(8000)
+    oversize = genai(request_model=huge_model)
+    spans = [span("a" * 16), span("b" * 16, genai=oversize), span("c" * 16)]
+    produce(topic, [encode(span_batch(trace_id, spans))])
+
+    sink = await run_sink(sink_settings(topic, dlq_topic=dlq))
+
+    stored = [r["span_id"] for r in await spans_of(db, trace_id)]
+    assert sorted(stored) == ["a" * 16, "c" * 16]
+    [dead] = read_all(kafka_bootstrap, dlq, 1)
+    headers = {k: v.decode() for k, v in dead.headers()}
+    assert headers[topics.HEADER_DLQ_REASON] == "rejected_by_database"
+    assert "1 of 3 spans refused" in headers[topics.HEADER_DLQ_DETAIL]
+    assert "ProgramLimitExceeded" in headers[topics.HEADER_DLQ_DETAIL]
+    assert sink.dead_lettered == 1
+
+
+async def test_nul_characters_are_stored_replaced_not_dead_lettered(
+    db: asyncpg.Connection,
+    new_topic: Callable[..., str],
+    produce: Any,
+    sink_settings: Any,
+    kafka_bootstrap: str,
+) -> None:
+    topic = new_topic("sink-nul-in", 1)
+    dlq = new_topic("sink-nul", 1)
+    trace_id = new_trace_id()
+    spans = [
+        span("a" * 16, name="chat\x00x", attributes_json='{"k": "v\\u0000w"}'),
+        span("b" * 16),
+    ]
+    produce(topic, [encode(span_batch(trace_id, spans))])
+
+    sink = await run_sink(sink_settings(topic, dlq_topic=dlq))
+
+    rows = {r["span_id"]: r for r in await spans_of(db, trace_id)}
+    assert set(rows) == {"a" * 16, "b" * 16}
+    stored = await db.fetchval(
+        "SELECT name || '|' || (attributes->>'k') FROM llm_spans "
+        "WHERE trace_id = $1 AND span_id = $2",
+        trace_id,
+        "a" * 16,
+    )
+    assert stored == "chat\ufffdx|v\ufffdw"
+    assert sink.dead_lettered == 0
 
 
 async def test_offsets_are_committed_to_the_end_after_the_write(

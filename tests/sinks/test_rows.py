@@ -132,3 +132,23 @@ def test_genai_defaults_give_empty_sources_object() -> None:
     )
 
     assert as_dict(row)["genai_sources"] == "{}"
+
+
+def test_without_nul_replaces_nul_in_text_lists_and_json_escapes_only() -> None:
+    batch = span_batch("ab" * 16, [span("a" * 16)])
+    (row,) = rows.batch_rows(batch)
+    names = list(rows.COLUMN_NAMES)
+    dirty = list(row)
+    dirty[names.index("name")] = "a\x00b"
+    dirty[names.index("finish_reasons")] = ["stop\x00", "length"]
+    # An escaped NUL, and an escaped backslash followed by the text u0000.
+    dirty[names.index("attributes")] = '{"k": "\\u0000", "j": "\\\\u0000"}'
+    dirty[names.index("status_message")] = "\\u0000 is fine in plain text"
+
+    clean = rows.without_nul(tuple(dirty))
+
+    assert clean[names.index("name")] == "a\ufffdb"
+    assert clean[names.index("finish_reasons")] == ["stop\ufffd", "length"]
+    assert clean[names.index("attributes")] == '{"k": "\\ufffd", "j": "\\\\u0000"}'
+    assert clean[names.index("status_message")] == "\\u0000 is fine in plain text"
+    assert rows.without_nul(row) is row
