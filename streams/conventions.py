@@ -195,6 +195,27 @@ PREFIX_CONVENTIONS: tuple[tuple[str, str], ...] = (
     ("gen_ai.", OTEL),
 )
 
+# Instrumentations whose input count leaves out cache reads and writes: they
+# copy the provider's own figure (Anthropic's input_tokens, Bedrock's
+# inputTokens) where the OTel semantics want the sum. Each row is
+# (instrumentation scope name, first affected version, first fixed version),
+# None meaning unbounded; a scope whose version cannot be read matches only
+# an unbounded row.
+CACHE_EXCLUSIVE_SCOPES: tuple[tuple[str, str | None, str | None], ...] = (
+    # InvokeModel copies Anthropic's input_tokens (a precedence slip drops the
+    # cache sum whenever it is non-zero), Converse copies Bedrock's
+    # inputTokens; both add the cache counts as prompt_details. The streamed
+    # path includes the cache but sends no cache details, so it is never
+    # corrected.
+    ("openinference.instrumentation.bedrock", None, None),
+)
+
+# Providers whose APIs report reasoning ("thoughts") apart from output: when
+# a reported total could mean either that or excluded cache, it means this.
+REASONING_APART_PROVIDERS: frozenset[str] = frozenset(
+    {"gcp.gemini", "gcp.vertex_ai", "gcp.gen_ai"}
+)
+
 WELL_KNOWN_PROVIDERS: frozenset[str] = frozenset(
     {
         "openai",

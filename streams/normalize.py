@@ -11,9 +11,9 @@ that carry no GenAI attribute). Attribute names and spellings live in
   ``source_attributes``. Empty strings, ``None`` and ``"unknown"`` operations
   count as unset, so a later convention may supply the field.
 - Tokens: ``input_tokens`` includes cache reads and writes, ``output_tokens``
-  includes reasoning (the OTel semantics). See ``_reconcile_tokens`` for the
-  one correction applied where an instrumentation provably used Anthropic's
-  cache-exclusive semantics.
+  includes reasoning (the OTel semantics). ``_reconcile_tokens`` corrects
+  counts that follow other semantics, as known from the instrumentation's
+  scope or, failing that, as the counts themselves prove.
 - Time to first token is in seconds (OTel and OpenLIT both say so). A value
   above ``TTFT_MAX_SECONDS`` is taken to be milliseconds and divided by 1000.
 - ``error_type`` is the ``error.type`` attribute; failing that, a span whose
@@ -40,12 +40,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from streams.conventions import (
+    CACHE_EXCLUSIVE_SCOPES,
     CONVENTION_ORDER,
     FIELD_SOURCES,
     GENAI_FIELDS,
     GENAI_PREFIXES,
     KEY_CONVENTION,
     PREFIX_CONVENTIONS,
+    REASONING_APART_PROVIDERS,
     TOKEN_FIELDS,
 )
 from streams.parsers import (
@@ -80,13 +82,20 @@ def normalize_genai(
     *,
     span_name: str = "",
     status_code: str = "UNSET",
+    scope_name: str = "",
+    scope_version: str = "",
 ) -> dict[str, Any] | None:
-    """The GenAI record of a span, or None when no GenAI attribute is present."""
+    """The GenAI record of a span, or None when no GenAI attribute is present.
+
+    ``scope_name`` and ``scope_version`` name the instrumentation that emitted
+    the span (its OTLP instrumentation scope): some report tokens their own way.
+    """
     try:
         conventions = _recognise(attributes)
         if conventions is None:
             return None
-        return _normalize(attributes, conventions, span_name, status_code)
+        scope = (scope_name, scope_version)
+        return _normalize(attributes, conventions, span_name, status_code, scope)
     except Exception as exc:  # a span must never stop the stage
         log.warning("GenAI normalization failed: %s", type(exc).__name__)
         record = _empty_record()
@@ -142,6 +151,7 @@ def _normalize(
     conventions: list[str],
     span_name: str,
     status_code: str,
+    scope: tuple[str, str],
 ) -> dict[str, Any]:
     issues: list[str] = []
     sources: dict[str, str] = {}
@@ -171,7 +181,7 @@ def _normalize(
     record["response_model"] = first("response_model", _text)
 
     tokens = {field: first(field, _tokens) for field in TOKEN_FIELDS}
-    _reconcile_tokens(tokens, issues)
+    _reconcile_tokens(tokens, issues, scope, record["provider"])
     record.update(tokens)
 
     record["finish_reasons"] = first("finish_reasons", _finish_reasons) or []
@@ -186,44 +196,55 @@ def _normalize(
     return record
 
 
-def _reconcile_tokens(tokens: dict[str, int | None], issues: list[str]) -> None:
-    """Bring token counts to the OTel semantics, correcting at most once.
+def _reconcile_tokens(
+    tokens: dict[str, int | None],
+    issues: list[str],
+    scope: tuple[str, str],
+    provider: str | None,
+) -> None:
+    """Bring token counts to the OTel semantics, correcting each at most once.
 
-    Input should include cache reads and writes. It provably excluded them
-    (Anthropic's API semantics copied verbatim) when either
-      - input < cache_read + cache_write, or
-      - the reported total equals input + cache_read + cache_write + output
-        while differing from input + output;
-    then cache_read + cache_write is added to input once. None of the
-    installed instrumentations (OpenLLMetry anthropic, OTel openai-v2,
-    OpenInference openai) excludes cache in its final attributes, so no
-    convention is corrected without such proof. Likewise output should
-    include reasoning; output < reasoning proves it did not (Gemini reports
-    thoughts apart), and reasoning is added once. A reported total that was
-    the sum of the uncorrected counts is recomputed; a missing total is
-    input + output when both are known.
+    Input should include cache reads and writes. It does not when the span
+    comes from an instrumentation of ``CACHE_EXCLUSIVE_SCOPES``; for any
+    other, only proof counts: input < cache_read + cache_write, or a reported
+    total that equals the counts with the cache added. Then cache_read +
+    cache_write is added to input once. Output should include reasoning; it
+    did not when output < reasoning, or when the reported total counts
+    reasoning on top of output (Gemini's totals include thoughts that its
+    output count leaves out); then reasoning is added once. A total that
+    could prove either is read by the provider: reasoning for those that
+    report it apart, cache for the others. A reported total that was the sum
+    of the uncorrected counts is recomputed; a missing total is input +
+    output when both are known.
     """
     input_tokens = tokens["input_tokens"]
     output_tokens = tokens["output_tokens"]
     total = tokens["total_tokens"]
     cached = (tokens["cache_read_tokens"] or 0) + (tokens["cache_write_tokens"] or 0)
     reasoning = tokens["reasoning_tokens"] or 0
+
+    add_cache = input_tokens is not None and cached > 0
+    add_cache = add_cache and (
+        _cache_exclusive_scope(*scope) or (input_tokens or 0) < cached
+    )
+    add_reasoning = output_tokens is not None and output_tokens < reasoning
+
     reported_sum = None
     if input_tokens is not None and output_tokens is not None:
         reported_sum = input_tokens + output_tokens
-
-    if input_tokens is not None and cached:
-        below_cache = input_tokens < cached
-        total_counts_cache = (
-            total is not None
-            and reported_sum is not None
-            and total == reported_sum + cached
+    if total is not None and reported_sum is not None:
+        add_cache, add_reasoning = _proven_by_total(
+            total - reported_sum,
+            cached,
+            reasoning,
+            (add_cache, add_reasoning),
+            provider in REASONING_APART_PROVIDERS,
         )
-        if below_cache or total_counts_cache:
-            input_tokens += cached
-            issues.append("input_tokens_excluded_cache")
 
-    if output_tokens is not None and output_tokens < reasoning:
+    if add_cache and input_tokens is not None:
+        input_tokens += cached
+        issues.append("input_tokens_excluded_cache")
+    if add_reasoning and output_tokens is not None:
         output_tokens += reasoning
         issues.append("output_tokens_excluded_reasoning")
 
@@ -239,3 +260,63 @@ def _reconcile_tokens(tokens: dict[str, int | None], issues: list[str]) -> None:
     tokens["input_tokens"] = _fit_long(input_tokens, "input_tokens", issues)
     tokens["output_tokens"] = _fit_long(output_tokens, "output_tokens", issues)
     tokens["total_tokens"] = _fit_long(total, "total_tokens", issues)
+
+
+def _proven_by_total(
+    excess: int,
+    cached: int,
+    reasoning: int,
+    decided: tuple[bool, bool],
+    reasoning_apart: bool,
+) -> tuple[bool, bool]:
+    """(add cache, add reasoning) given how far the reported total exceeds
+    input + output, and what is ``decided`` to be added already."""
+    add_cache, add_reasoning = decided
+    excess -= (cached if add_cache else 0) + (reasoning if add_reasoning else 0)
+    cached = 0 if add_cache else cached
+    reasoning = 0 if add_reasoning else reasoning
+    if excess <= 0:
+        return decided
+    if cached and reasoning and excess == cached + reasoning:
+        return True, True
+    cache_fits = bool(cached) and excess == cached
+    reasoning_fits = bool(reasoning) and excess == reasoning
+    if cache_fits and reasoning_fits:
+        cache_fits, reasoning_fits = not reasoning_apart, reasoning_apart
+    return add_cache or cache_fits, add_reasoning or reasoning_fits
+
+
+def _cache_exclusive_scope(name: str, version: str) -> bool:
+    """Whether instrumentation scope (name, version) reports input without cache."""
+    if not name:
+        return False
+    parsed = _version(version)
+    for scope, first, fixed in CACHE_EXCLUSIVE_SCOPES:
+        if scope != name:
+            continue
+        if first is None and fixed is None:
+            return True
+        if parsed is None:
+            continue
+        after_first = first is None or parsed >= (_version(first) or ())
+        before_fixed = fixed is None or parsed < (_version(fixed) or ())
+        if after_first and before_fixed:
+            return True
+    return False
+
+
+def _version(text: str) -> tuple[int, ...] | None:
+    """The leading numeric release of a version string ("0.1.2b1" -> (0, 1, 2))."""
+    parts = []
+    for part in text.strip().lstrip("v").split("."):
+        digits = ""
+        for char in part:
+            if not char.isdigit():
+                break
+            digits += char
+        if not digits:
+            break
+        parts.append(int(digits))
+        if len(digits) != len(part):
+            break
+    return tuple(parts) or None

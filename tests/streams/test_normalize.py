@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import schemas
+from streams import normalize
 from streams.conventions import FIELD_SOURCES, GENAI_FIELDS, KEY_CONVENTION
 from streams.normalize import normalize_genai
 
@@ -917,6 +918,133 @@ def test_cache_correction_applied_once() -> None:
 
     assert second["input_tokens"] == first["input_tokens"] == 1512
     assert "input_tokens_excluded_cache" not in second["issues"]
+
+
+OPENINFERENCE_BEDROCK_INVOKE = {
+    # openinference-instrumentation-bedrock, InvokeModel with Claude: the
+    # prompt count is Anthropic's input_tokens, without the cache read.
+    "openinference.span.kind": "LLM",
+    "llm.provider": "aws",
+    "llm.system": "anthropic",
+    "llm.model_name": "claude-3-5-sonnet-20240620",
+    "llm.token_count.prompt": 3000,
+    "llm.token_count.completion": 100,
+    "llm.token_count.prompt_details.cache_read": 2000,
+}
+BEDROCK_SCOPE = {
+    "scope_name": "openinference.instrumentation.bedrock",
+    "scope_version": "0.1.30",
+}
+
+
+def test_input_without_cache_corrected_by_scope_though_input_exceeds_cache() -> None:
+    result = genai(OPENINFERENCE_BEDROCK_INVOKE, **BEDROCK_SCOPE)
+
+    # 3000 uncached + 2000 read from the cache
+    assert (result["input_tokens"], result["total_tokens"]) == (5000, 5100)
+    assert "input_tokens_excluded_cache" in result["issues"]
+
+
+def test_unknown_scope_with_input_above_cache_is_taken_as_inclusive() -> None:
+    result = genai(OPENINFERENCE_BEDROCK_INVOKE, scope_name="some.other.lib")
+
+    assert result["input_tokens"] == 3000
+    assert "input_tokens_excluded_cache" not in result["issues"]
+
+
+@pytest.mark.parametrize(
+    ("version", "corrected"),
+    [
+        pytest.param("0.9.0", False, id="before-first"),
+        pytest.param("1.0.0", True, id="first"),
+        pytest.param("1.4.2rc1", True, id="pre-release-inside"),
+        pytest.param("2.0.0", False, id="fixed"),
+        pytest.param("not-a-version", False, id="unreadable"),
+        pytest.param("", False, id="no-version"),
+    ],
+)
+def test_cache_exclusive_scope_version_range(
+    monkeypatch: pytest.MonkeyPatch, version: str, corrected: bool
+) -> None:
+    monkeypatch.setattr(
+        normalize, "CACHE_EXCLUSIVE_SCOPES", (("lib.x", "1.0", "2.0.0"),)
+    )
+    attributes = {**BASE, "gen_ai.usage.input_tokens": 900}
+    attributes["gen_ai.usage.cache_read.input_tokens"] = 100
+
+    result = genai(attributes, scope_name="lib.x", scope_version=version)
+
+    assert result["input_tokens"] == (1000 if corrected else 900)
+
+
+@pytest.mark.parametrize(
+    ("provider", "expected"),
+    [
+        # Gemini reports thoughts apart from output: the total says so.
+        pytest.param("gcp.gemini", (1000, 3500, 4500), id="gemini-thoughts"),
+        pytest.param("openai", (1000, 3500, 4500), id="any-provider"),
+    ],
+)
+def test_reasoning_excluded_from_output_proved_by_total(
+    provider: str, expected: tuple[int, int, int]
+) -> None:
+    result = genai(
+        {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": provider,
+            "gen_ai.usage.input_tokens": 1000,
+            "gen_ai.usage.output_tokens": 2000,
+            "gen_ai.usage.reasoning.output_tokens": 1500,
+            "gen_ai.usage.total_tokens": 4500,
+        }
+    )
+
+    got = (result["input_tokens"], result["output_tokens"], result["total_tokens"])
+    assert got == expected
+    assert result["issues"] == ["output_tokens_excluded_reasoning"]
+
+
+def test_total_proving_cache_and_reasoning_corrects_both() -> None:
+    result = genai(
+        {
+            **BASE,
+            "gen_ai.usage.input_tokens": 1000,
+            "gen_ai.usage.output_tokens": 2000,
+            "gen_ai.usage.cache_read.input_tokens": 300,
+            "gen_ai.usage.reasoning.output_tokens": 1500,
+            "gen_ai.usage.total_tokens": 4800,
+        }
+    )
+
+    assert (result["input_tokens"], result["output_tokens"]) == (1300, 3500)
+
+
+@pytest.mark.parametrize(
+    ("provider", "input_tokens", "output_tokens"),
+    [
+        pytest.param("gcp.vertex_ai", 1000, 2500, id="gemini-reasoning-apart"),
+        pytest.param("anthropic", 1500, 2000, id="others-cache-apart"),
+    ],
+)
+def test_total_that_fits_cache_or_reasoning_read_by_provider(
+    provider: str, input_tokens: int, output_tokens: int
+) -> None:
+    result = genai(
+        {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": provider,
+            "gen_ai.usage.input_tokens": 1000,
+            "gen_ai.usage.output_tokens": 2000,
+            "gen_ai.usage.cache_read.input_tokens": 500,
+            "gen_ai.usage.reasoning.output_tokens": 500,
+            "gen_ai.usage.total_tokens": 3500,
+        }
+    )
+
+    assert (result["input_tokens"], result["output_tokens"]) == (
+        input_tokens,
+        output_tokens,
+    )
 
 
 def test_cache_write_newer_spelling_preferred() -> None:
