@@ -236,7 +236,7 @@ def _normalize_request(
                             "resource_attributes_json": resource_json,
                         }
                     )
-                record = _span_record(span, ref, tenant, pricer)
+                record = _span_record(span, ref, tenant, pricer, scope_spans.scope)
                 genai = record["genai"]
                 if genai is not None:
                     out.genai_spans += 1
@@ -304,11 +304,17 @@ def _span_request(part: dict[str, Any]) -> bytes:
 
 
 def _span_record(
-    span: Any, resource_index: int, tenant: str, pricer: Pricer
+    span: Any, resource_index: int, tenant: str, pricer: Pricer, scope: Any
 ) -> dict[str, Any]:
     attributes = otlp.attributes_dict(span.attributes)
     status_code = _STATUS_NAMES.get(span.status.code, "UNSET")
-    genai = normalize_genai(attributes, span_name=span.name, status_code=status_code)
+    genai = normalize_genai(
+        attributes,
+        span_name=span.name,
+        status_code=status_code,
+        scope_name=scope.name,
+        scope_version=scope.version,
+    )
     return {
         "resource_index": resource_index,
         "span_proto": span.SerializeToString(),
