@@ -89,3 +89,20 @@ def prefix_provider(name: str) -> str | None:
     if bedrock is not None:
         return "aws.bedrock"
     return None
+
+
+def bedrock_id_of(request: str, response: str) -> bool:
+    """Whether ``request`` is a Bedrock id whose model ``response`` names bare.
+
+    Bedrock answers with the vendor's name (``claude-sonnet-4-5-20250929``)
+    for a request that named a regional or global profile, whose prices
+    differ; only the request's id tells which.
+    """
+    lowered = request.strip().lower()
+    if lowered.startswith(_RESOURCE_PATHS):
+        lowered = lowered.rpartition("/")[2]
+    bedrock = _BEDROCK.match(lowered)
+    if bedrock is None:
+        return False
+    bare = response.strip().lower()
+    return bare in (bedrock["model"], f"{bedrock['vendor']}.{bedrock['model']}")

@@ -12,7 +12,9 @@ The rules, in order:
    counts that contradict the OTel semantics, is ``invalid_usage``.
 3. Missing counts are ``no_usage``: never priced as zero.
 4. The response model is preferred to the request model (an Azure request
-   names a deployment, the response names the model that ran).
+   names a deployment, the response names the model that ran), except where
+   it is the bare name of the request's Bedrock id, whose prefix decides
+   the price.
 5. An operator alias renames the model; operator prices win over the
    catalog; a discount scales catalog prices. No entry: ``unknown_model``.
 """
@@ -28,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from streams.cost import catalog, overrides
-from streams.cost.models import EXACT, candidates, prefix_provider
+from streams.cost.models import EXACT, bedrock_id_of, candidates, prefix_provider
 from streams.cost.rates import (
     MONEY,
     MissingRate,
@@ -128,7 +130,7 @@ class Pricer:
             return _unpriced(status, reason, reported)
 
         provider = genai.get("provider")
-        model = genai.get("response_model") or genai.get("request_model")
+        model = _model_to_price(genai.get("request_model"), genai.get("response_model"))
         if not model:
             return _unpriced(UNKNOWN_MODEL, "no model name", reported)
         resolution = self._resolve(provider, model, tenant if self._by_tenant else "")
@@ -291,6 +293,12 @@ def _find_in_catalog(
                 parts.append(f"{catalog_provider} falls back to {entry.provider}")
             return entry, "; ".join(parts)
     return None, ""
+
+
+def _model_to_price(request: str | None, response: str | None) -> str | None:
+    if request and response and bedrock_id_of(request, response):
+        return request
+    return response or request
 
 
 def _usage(genai: dict[str, Any], operation: str | None) -> Usage | tuple[str, str]:

@@ -18,6 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streams.cost import Pricer
+from streams.cost.models import bedrock_id_of
 from streams.normalize import normalize_genai
 
 # 2025-06-01T00:00:00Z and 2026-06-01T00:00:00Z
@@ -194,6 +195,12 @@ CASES = [
          "global.anthropic.claude-sonnet-4-5-20250929-v1:0", t(1000, 1000),
          total="0.018",
          matched="global.anthropic.claude-sonnet-4-5-20250929-v1:0"),
+    # Bedrock answers with the bare name; the request's global profile
+    # decides: in 3, out 15 (not the regional 3.3 / 16.5)
+    Case("bedrock response drops the global prefix", "aws.bedrock",
+         "claude-sonnet-4-5-20250929", t(1000, 1000), total="0.018",
+         matched="global.anthropic.claude-sonnet-4-5-20250929-v1:0",
+         request_model="global.anthropic.claude-sonnet-4-5-20250929-v1:0"),
     # regional haiku 3.5: in 0.8, cr 0.08, out 4
     Case("bedrock inference profile ARN", "aws.bedrock",
          BEDROCK_ARN + "us.anthropic.claude-3-5-haiku-20241022-v1:0",
@@ -356,7 +363,10 @@ def test_totals_agree_with_genai_prices_own_calculation(
         cache_read_tokens=cr or 0,
         cache_write_tokens=cw or 0,
     )
-    entry = pricer.resolve(case.provider, case.model or "", case.tenant).entry
+    model = case.model or ""
+    if case.request_model and bedrock_id_of(case.request_model, model):
+        model = case.request_model
+    entry = pricer.resolve(case.provider, model, case.tenant).entry
     assert entry is not None
     provider = genai_prices.data_snapshot.get_snapshot().find_provider(
         None, entry.provider, None
