@@ -105,17 +105,14 @@ class Overrides:
     def prices_for(
         self, provider: str | None, model: str, tenant: str
     ) -> list[PriceEntry]:
-        """Dated entries for ``model``, oldest first; a tenant's own win."""
-        found = [
+        """Dated entries for ``model``: the tenant's own, then everyone's."""
+        return [
             p
             for p in self.prices
             if p.model == model
             and _applies(p.provider, provider)
             and _applies(p.tenant, tenant)
         ]
-        own = [p for p in found if p.tenant is not None]
-        chosen = own or found
-        return sorted(chosen, key=lambda p: p.effective or date.min)
 
     def discounts_for(
         self, provider: str | None, models: Iterable[str], tenant: str
@@ -171,6 +168,25 @@ def parse(data: Any, name: str, where: str | None = None) -> Overrides:
     for index, raw in enumerate(_section(data, "discounts", where)):
         overrides.discounts.append(_discount(raw, f"discounts[{index}]", where))
     return overrides
+
+
+def active_price(entries: Iterable[PriceEntry], day: date) -> PriceEntry | None:
+    """The newest entry in force on ``day``, a tenant's own before everyone's.
+
+    A tenant's price that starts later leaves the earlier days to the price
+    everyone else pays, not to no price at all.
+    """
+    best: PriceEntry | None = None
+    for entry in entries:
+        if entry.effective is not None and entry.effective > day:
+            continue
+        if best is None or _precedence(entry) > _precedence(best):
+            best = entry
+    return best
+
+
+def _precedence(entry: PriceEntry) -> tuple[bool, date]:
+    return entry.tenant is not None, entry.effective or date.min
 
 
 def _applies(scope: str | None, value: str | None) -> bool:

@@ -189,14 +189,8 @@ class Pricer:
         when = None
         if resolution.override:
             when = _when(start_unix_nano)
-            day = when.date()
-            active = [
-                e
-                for e in resolution.override
-                if e.effective is None or e.effective <= day
-            ]
-            if active:
-                chosen = active[-1]
+            chosen = overrides.active_price(resolution.override, when.date())
+            if chosen is not None:
                 steps.append(f"{resolution.override_how} ({chosen.label})")
                 return (
                     chosen.rates,

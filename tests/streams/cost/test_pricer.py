@@ -45,6 +45,9 @@ prices:
      input_mtok: 3, output_mtok: 12}
   - {model: ft-support-bot, provider: openai, from: 2026-01-01,
      input_mtok: 2, output_mtok: 8}
+  - {model: my-llama, provider: vllm, input_mtok: 1, output_mtok: 2}
+  - {model: my-llama, provider: vllm, tenant: acme, from: 2026-01-01,
+     input_mtok: 0.5, output_mtok: 1}
 discounts:
   - {provider: openai, model: gpt-4o, tenant: acme, percent: 15}
 """
@@ -263,6 +266,13 @@ CASES = [
     Case("operator price history 2026", "openai", "ft-support-bot",
          t(1000, 1000), total="0.01", matched="ft-support-bot",
          at_ns=JUNE_2026_NS),
+    # acme's own my-llama price starts 2026-01-01 (in 0.5, out 1); before
+    # it acme pays everyone's (in 1, out 2)
+    Case("tenant price not yet in force falls back to everyone's", "vllm",
+         "my-llama", t(1000, 1000), total="0.003", tenant="acme",
+         matched="my-llama"),
+    Case("tenant price once in force", "vllm", "my-llama", t(1000, 1000),
+         total="0.0015", tenant="acme", matched="my-llama", at_ns=JUNE_2026_NS),
     # gpt-4o (in 2.5, out 10) with acme's 15% discount: 0.0125 x 0.85
     Case("negotiated discount", "openai", "gpt-4o-2024-08-06", t(1000, 1000),
          total="0.010625", tenant="acme", matched="gpt-4o"),
