@@ -13,6 +13,7 @@ import asyncio
 import logging
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,6 +162,24 @@ async def deliver(records: list[Outgoing]) -> None:
     )
 
 
+async def deliver_or_withhold(records: list[Outgoing], events: Sequence[Any]) -> None:
+    """Deliver the records made from ``events``; if cut short, withhold their ack.
+
+    Faust's ``take_events`` acknowledges a batch when the body handling it
+    exits, even when it is cancelled at shutdown, and the consumer then
+    commits. Delivery is retried until Kafka has every record, so only a
+    cancellation ends it early; the events are then marked acknowledged on
+    the message alone, which keeps their offsets out of every commit, and
+    the input is read again after restart.
+    """
+    try:
+        await deliver(records)
+    except BaseException:
+        for event in events:
+            event.message.acked = True
+        raise
+
+
 async def _send(record: Outgoing) -> Any:
     future = await record.topic.send(
         key=record.key, value=record.value, headers=record.headers
@@ -230,10 +249,7 @@ def create_app(
                     value = letter.value or event.value or b""
                     headers = letter.headers(where)
                     outgoing.append(Outgoing(dlq_out, message.key, value, headers))
-            # take_events acknowledges the batch once this body returns, even
-            # when it raises: delivery is retried here until Kafka has every
-            # derived record, so no input offset is committed ahead of them.
-            await deliver(outgoing)
+            await deliver_or_withhold(outgoing, events)
 
     sampler = (
         register_sampling(app, sampling, settings.spans_topic) if sampling else None

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import pytest
+from faust.types.tuples import ConsumerMessage, Message
 
 import streams.app as app_module
 from llmobs import synthetic
 from llmobs.retry import Backoff
-from streams.app import Outgoing, StageCounters, decode_safely, deliver
+from streams.app import (
+    Outgoing,
+    StageCounters,
+    decode_safely,
+    deliver,
+    deliver_or_withhold,
+)
 from streams.decode import Source
 
 WHERE = Source("otlp_spans", 1, 7)
@@ -109,3 +117,51 @@ async def test_delivery_resends_what_failed_until_all_arrive(
     await deliver(records)
 
     assert sorted(topic.delivered) == [f"v{i}".encode() for i in range(5)]
+
+
+class SilentTopic:
+    """A topic whose broker never confirms, as when Kafka is away."""
+
+    async def send(self, **_: object) -> asyncio.Future[None]:
+        return asyncio.get_running_loop().create_future()
+
+
+class RecordingConsumer:
+    def __init__(self) -> None:
+        self.acked: list[int] = []
+
+    def ack(self, message: Message) -> bool:
+        self.acked.append(message.offset)
+        return True
+
+
+def faust_event(offset: int) -> SimpleNamespace:
+    message = ConsumerMessage("otlp_spans", 0, offset, 0.0, 0, None, b"k", b"v", None)
+    return SimpleNamespace(message=message)
+
+
+async def test_a_batch_cut_short_at_shutdown_is_never_committed() -> None:
+    events = [faust_event(7), faust_event(8)]
+    records = [Outgoing(SilentTopic(), b"k", b"v")]
+    consumer = RecordingConsumer()
+
+    task = asyncio.create_task(deliver_or_withhold(records, events))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # What take_events does on its way out, cancelled or not.
+    for event in events:
+        event.message.ack(consumer)
+
+    assert consumer.acked == []
+
+
+async def test_a_delivered_batch_is_acknowledged() -> None:
+    events = [faust_event(7)]
+    consumer = RecordingConsumer()
+
+    await deliver_or_withhold([Outgoing(FlakyTopic(failures=0), b"k", b"v")], events)
+    events[0].message.ack(consumer)
+
+    assert consumer.acked == [7]
