@@ -138,14 +138,15 @@ def _provider(value: Any, field: str, issues: list[str]) -> str | None:
     text = _text(value, field, issues)
     if text is None:
         return None
-    canonical = _canonical_provider(text)
+    canonical = canonical_provider(text)
     if canonical != text:
         _add_issue(issues, "provider_normalized")
     return canonical
 
 
 @lru_cache(maxsize=1024)
-def _canonical_provider(text: str) -> str:
+def canonical_provider(text: str) -> str:
+    """The OTel well-known name of a provider spelling, else it lowercased."""
     lowered = text.lower()
     squashed = (
         lowered.replace(".", "").replace("_", "").replace("-", "").replace(" ", "")

@@ -10,10 +10,12 @@ A YAML mapping with three optional lists (see README "Cost")::
     discounts:      # a percentage off the catalog price
       - {provider: openai, tenant: acme, percent: 15}
 
-Provider names are the normalized ones (``openai``, ``azure.ai.openai``,
-``aws.bedrock``, ...); model names compare case-insensitively. Read and
-validated once at start: any mistake raises ConfigError naming the file,
-the entry and the key.
+Provider names are brought to the spelling spans get (``OpenAI`` and
+``openai`` are ``openai``, ``azure`` is ``azure.ai.openai``); model names
+compare case-insensitively. Read and validated once at start: any mistake,
+and two entries for the same thing, raise ConfigError naming the file, the
+entries and the key. (Alias targets are checked by the ``Pricer``, which
+knows the catalog.)
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import yaml
 
 from llmobs.errors import ConfigError
 from streams.cost.rates import Rate, Rates
+from streams.parsers import canonical_provider
 
 DEFAULT_CURRENCY = "USD"
 # No list price comes near this per million tokens; a larger one is a typo.
@@ -167,7 +170,49 @@ def parse(data: Any, name: str, where: str | None = None) -> Overrides:
         overrides.prices.append(_price(raw, f"prices[{index}]", where))
     for index, raw in enumerate(_section(data, "discounts", where)):
         overrides.discounts.append(_discount(raw, f"discounts[{index}]", where))
+    _reject_duplicates(overrides, where)
     return overrides
+
+
+def _reject_duplicates(overrides: Overrides, where: str) -> None:
+    """Two entries for the same thing: which one wins would be an accident."""
+    scoped = ("provider", "tenant", "from")
+    groups: list[tuple[str, tuple[str, ...], list[tuple[str, tuple[Any, ...]]]]] = [
+        (
+            "alias",
+            ("name", "provider", "tenant"),
+            [(a.label, (a.name, a.provider, a.tenant)) for a in overrides.aliases],
+        ),
+        (
+            "price",
+            ("model", *scoped),
+            [
+                (p.label, (p.model, p.provider, p.tenant, p.effective))
+                for p in overrides.prices
+            ],
+        ),
+        (
+            "discount",
+            ("model", *scoped),
+            [
+                (d.label, (d.model, d.provider, d.tenant, d.effective))
+                for d in overrides.discounts
+            ],
+        ),
+    ]
+    for kind, names, entries in groups:
+        seen: dict[tuple[Any, ...], str] = {}
+        for label, key in entries:
+            first = seen.setdefault(key, label)
+            if first == label:
+                continue
+            scope = ", ".join(
+                f"{n} {v}" for n, v in zip(names, key, strict=True) if v is not None
+            )
+            raise ConfigError(
+                f"prices file {where}: {first} and {label} are the same {kind}"
+                f" ({scope}); keep one"
+            )
 
 
 def active_price(entries: Iterable[PriceEntry], day: date) -> PriceEntry | None:
@@ -240,6 +285,11 @@ class _Entry:
         value = self.text(key, required)
         return None if value is None else value.lower()
 
+    def provider(self, key: str) -> str | None:
+        """A provider in the spelling the normalizer gives spans."""
+        value = self.text(key)
+        return None if value is None else canonical_provider(value)
+
     def day(self, key: str) -> date | None:
         value = self.raw.get(key)
         if value is None:
@@ -273,9 +323,9 @@ def _alias(raw: Any, label: str, where: str) -> Alias:
         label=label,
         name=entry.name("name", required=True) or "",
         model=entry.name("model", required=True) or "",
-        provider=entry.text("provider"),
+        provider=entry.provider("provider"),
         tenant=entry.text("tenant"),
-        model_provider=entry.text("model_provider"),
+        model_provider=entry.provider("model_provider"),
     )
 
 
@@ -300,7 +350,7 @@ def _price(raw: Any, label: str, where: str) -> PriceEntry:
         label=label,
         model=entry.name("model", required=True) or "",
         rates=rates,
-        provider=entry.text("provider"),
+        provider=entry.provider("provider"),
         tenant=entry.text("tenant"),
         effective=entry.day("from"),
     )
@@ -311,7 +361,7 @@ def _discount(raw: Any, label: str, where: str) -> Discount:
     percent = entry.amount("percent", Decimal(100))
     if percent is None:
         raise ConfigError(f"{entry.prefix}: percent is required")
-    provider = entry.text("provider")
+    provider = entry.provider("provider")
     model = entry.name("model")
     if provider is None and model is None:
         raise ConfigError(f"{entry.prefix}: name a provider, a model or both")

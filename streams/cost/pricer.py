@@ -29,6 +29,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from llmobs.errors import ConfigError
 from streams.cost import catalog, overrides
 from streams.cost.models import EXACT, bedrock_id_of, candidates, prefix_provider
 from streams.cost.rates import (
@@ -89,6 +90,7 @@ class Pricer:
             )
             for item in group
         )
+        self._check_aliases(str(overrides_path))
         self._resolve = lru_cache(maxsize=16384)(self._resolve_uncached)
         log.info(
             "pricing with %s%s",
@@ -220,6 +222,23 @@ class Pricer:
                     source = f"{catalog.CATALOG} + {self.overrides.source}"
                     break
         return rates, source, entry.provider, entry.model_id, "; ".join(steps)
+
+    def _check_aliases(self, where: str) -> None:
+        """Refuse at start an alias whose model no price list knows."""
+        priced = {p.model for p in self.overrides.prices}
+        for alias in self.overrides.aliases:
+            names = candidates(alias.model)
+            if any(name in priced for name, _ in names):
+                continue
+            provider = alias.model_provider or alias.provider
+            if _find_in_catalog(provider, alias.model, names)[0] is not None:
+                continue
+            under = f" under provider {provider}" if provider else ""
+            raise ConfigError(
+                f"prices file {where}: {alias.label} ({alias.name}): model"
+                f" {alias.model} has no price{under} in {catalog.CATALOG}"
+                " nor in the prices file"
+            )
 
     def _resolve_uncached(
         self, provider: str | None, model: str, tenant: str

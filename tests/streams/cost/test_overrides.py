@@ -95,3 +95,95 @@ def test_pricer_refuses_a_bad_file_at_start(tmp_path: Path) -> None:
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"missing\.yaml"):
         Pricer(tmp_path / "missing.yaml")
+
+
+def test_provider_spellings_become_the_ones_spans_get() -> None:
+    found = parse(
+        """
+        aliases:
+          - {name: prod, provider: azure, model: gpt-4o, model_provider: OpenAI}
+        prices:
+          - {model: m, provider: Vertex_AI, input_mtok: 1, output_mtok: 1}
+        discounts:
+          - {provider: az.ai.openai, percent: 5}
+        """
+    )
+
+    (alias,) = found.aliases
+    assert (alias.provider, alias.model_provider) == ("azure.ai.openai", "openai")
+    assert found.prices[0].provider == "gcp.vertex_ai"
+    assert found.discounts[0].provider == "azure.ai.openai"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param(
+            """
+            prices:
+              - {model: m, provider: vllm, input_mtok: 1, output_mtok: 1}
+              - {model: M, provider: VLLM, input_mtok: 2, output_mtok: 2}
+            """,
+            "prices[0] and prices[1] are the same price (model m, provider vllm)",
+            id="same-price-twice-last-would-win",
+        ),
+        pytest.param(
+            """
+            discounts:
+              - {provider: openai, tenant: acme, percent: 10}
+              - {provider: OpenAI, tenant: acme, percent: 20}
+            """,
+            "discounts[0] and discounts[1] are the same discount"
+            " (provider openai, tenant acme)",
+            id="same-discount-twice-first-would-win",
+        ),
+        pytest.param(
+            """
+            aliases:
+              - {name: fast, model: gpt-4o-mini}
+              - {name: FAST, model: gpt-4o}
+            """,
+            "aliases[0] and aliases[1] are the same alias (name fast)",
+            id="same-alias-twice",
+        ),
+    ],
+)
+def test_conflicting_duplicates_are_refused_naming_both(
+    text: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse(text)
+
+    assert message in str(caught.value)
+
+
+def test_dated_prices_of_one_model_are_not_duplicates() -> None:
+    found = parse(
+        """
+        prices:
+          - {model: m, from: 2025-01-01, input_mtok: 1, output_mtok: 1}
+          - {model: m, from: 2026-01-01, input_mtok: 2, output_mtok: 2}
+        """
+    )
+
+    assert len(found.prices) == 2
+
+
+def test_alias_to_a_model_nobody_prices_is_refused_at_start(tmp_path: Path) -> None:
+    path = tmp_path / "prices.yaml"
+    path.write_text(
+        "aliases:\n  - {name: prod, provider: openai, model: gpt-4o-mnii}\n"
+    )
+
+    with pytest.raises(ConfigError, match=r"aliases\[0\] \(prod\): model gpt-4o-mnii"):
+        Pricer(path)
+
+
+def test_alias_to_an_operator_priced_model_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "prices.yaml"
+    path.write_text(
+        "aliases:\n  - {name: prod, model: my-llm}\n"
+        "prices:\n  - {model: my-llm, input_mtok: 1, output_mtok: 1}\n"
+    )
+
+    assert Pricer(path).resolve(None, "prod", "default").override
