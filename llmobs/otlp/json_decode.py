@@ -10,6 +10,7 @@ strings) json_format already accepts.
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 import orjson
@@ -23,6 +24,7 @@ from llmobs.errors import DecodeError
 from llmobs.otlp.validate import (
     EMPTY_REQUEST,
     INVALID_JSON,
+    INVALID_UTF8,
     JSON,
     Decoded,
     Rejects,
@@ -45,10 +47,7 @@ _PARSE_ERRORS = (ParseError, AttributeError, TypeError, ValueError)
 
 def decode_json(data: bytes) -> Decoded:
     """Parse an OTLP/JSON ExportTraceServiceRequest, rejecting only bad spans."""
-    try:
-        doc = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise DecodeError(INVALID_JSON, f"not JSON: {exc}") from exc
+    doc = _load(data)
     if not isinstance(doc, dict):
         raise DecodeError(INVALID_JSON, "the document must be a JSON object")
 
@@ -75,6 +74,23 @@ def decode_json(data: bytes) -> Decoded:
     if decoded.span_count == 0 and not decoded.rejected:
         raise DecodeError(EMPTY_REQUEST, "the request holds no spans")
     return decoded
+
+
+def _load(data: bytes) -> Any:
+    """The JSON document, its bad strings kept as lone surrogates.
+
+    orjson refuses a whole document for one string of invalid UTF-8 or one
+    unpaired surrogate escape; the standard parser reads both, so that only
+    the spans holding such a string are rejected.
+    """
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        error = exc
+    try:
+        return json.loads(data.decode("utf-8", "surrogateescape"))
+    except (ValueError, RecursionError):
+        raise DecodeError(INVALID_JSON, f"not JSON: {error}") from error
 
 
 def _parse_piecewise(
@@ -132,8 +148,45 @@ def _parse_scope(
 
 
 def _reject(rejects: Rejects, exc: Exception, spans: int, piece: Any) -> None:
-    detail = f"not an OTLP span: {str(exc)[:_DETAIL_CHARS]}"
-    rejects.add(INVALID_JSON, detail, spans, orjson.dumps(piece), content_type=JSON)
+    if _has_bad_text(piece):
+        reason, detail = INVALID_UTF8, "a string is not valid UTF-8"
+    else:
+        reason, detail = INVALID_JSON, f"not an OTLP span: {str(exc)[:_DETAIL_CHARS]}"
+    payload = _dump(piece)
+    if payload is None:
+        detail += "; too deeply nested to keep"
+        payload = b"{}"
+    rejects.add(reason, detail, spans, payload, content_type=JSON)
+
+
+def _dump(piece: Any) -> bytes | None:
+    """``piece`` as JSON, bad strings as escapes; None if it cannot be written."""
+    try:
+        return orjson.dumps(piece)
+    except (orjson.JSONEncodeError, TypeError):
+        pass
+    try:
+        return json.dumps(piece, ensure_ascii=True).encode()
+    except (ValueError, RecursionError):
+        return None
+
+
+def _has_bad_text(doc: Any) -> bool:
+    """Whether a string anywhere in ``doc`` holds a surrogate (bad UTF-8)."""
+    pending = [doc]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
 
 
 def _convert_resource(rs: Any) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 
 import orjson
@@ -381,6 +382,44 @@ def test_json_bad_span_rejected_others_kept() -> None:
     replay = orjson.loads(json_rejection.payload)
     spans = replay["resourceSpans"][0]["scopeSpans"][0]["spans"]
     assert [s["startTimeUnixNano"] for s in spans] == ["not-a-number"]
+
+
+@pytest.mark.parametrize(
+    "bad", [b"bad\\ud800text", b"bad\xfftext"], ids=["lone-surrogate", "raw-byte"]
+)
+def test_json_bad_utf8_in_one_string_rejects_only_that_span(bad: bytes) -> None:
+    data = json_request(
+        json_span(name="good"), json_span(spanId=span_id(2).hex(), name="POISON")
+    ).replace(b"POISON", bad)
+
+    decoded = decode_json(data)
+
+    assert [s.name for s in all_spans(decoded.request)] == ["good"]
+    (rejection,) = decoded.rejected
+    assert (rejection.reason, rejection.spans) == (INVALID_UTF8, 1)
+    # Valid JSON, its bad string escaped: the standard parser reads it back.
+    replay = json.loads(rejection.payload)
+    (span,) = replay["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    assert span["spanId"] == span_id(2).hex()
+
+
+def test_json_attribute_nested_past_the_limit_rejects_only_its_span() -> None:
+    value: dict[str, object] = {"stringValue": "leaf"}
+    for _ in range(300):
+        value = {"arrayValue": {"values": [value]}}
+    deep = json_span(
+        spanId=span_id(2).hex(), attributes=[{"key": "deep", "value": value}]
+    )
+    data = json.dumps(orjson.loads(json_request(json_span(name="good")))).encode()
+    doc = json.loads(data)
+    doc["resourceSpans"][0]["scopeSpans"][0]["spans"].append(deep)
+
+    decoded = decode_json(json.dumps(doc).encode())
+
+    assert [s.name for s in all_spans(decoded.request)] == ["good"]
+    (rejection,) = decoded.rejected
+    assert (rejection.reason, rejection.spans) == (INVALID_JSON, 1)
+    assert json.loads(rejection.payload)["resourceSpans"][0]["scopeSpans"]
 
 
 def test_json_wrong_length_hex_id_is_rejected() -> None:
