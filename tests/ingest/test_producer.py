@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -129,3 +130,20 @@ async def test_inflight_cap_refuses_while_bytes_await_confirmation(
         await producer.send([(b"k", b"v" * 100)], [])
     with pytest.raises(DeliveryFailed):
         await first
+
+
+async def test_an_unreachable_broker_is_reported_once_not_flooded(
+    closed_port: int,
+    make_producer: Callable[..., SpanProducer],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    make_producer(kafka_bootstrap=f"127.0.0.1:{closed_port}")
+
+    # librdkafka retries the connection several times a second meanwhile.
+    await asyncio.sleep(3)
+
+    from_librdkafka = [r for r in caplog.records if r.name == "librdkafka"]
+    assert from_librdkafka == []
+    warnings = [r for r in caplog.records if r.name == "ingest.producer"]
+    assert 1 <= len(warnings) <= 4
