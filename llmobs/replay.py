@@ -270,7 +270,12 @@ def _to_kafka(
             producer.poll(0)
         remaining = producer.flush(60)
     except KafkaException as exc:
-        raise StageError(f"cannot produce to {settings.input_topic}: {exc}") from exc
+        # What was queued before the failure still gets its chance.
+        remaining = producer.flush(60)
+        raise StageError(
+            f"cannot produce to {settings.input_topic}: {exc} "
+            f"({remaining} queued messages not delivered)"
+        ) from exc
     if remaining:
         raise StageError(
             f"{remaining} messages not delivered to {settings.input_topic}"
