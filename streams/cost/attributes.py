@@ -24,6 +24,7 @@ ATTRIBUTES: tuple[tuple[str, str], ...] = (
     ("cache_write_cost", PREFIX + "cache_write"),
     ("output_cost", PREFIX + "output"),
     ("reasoning_cost", PREFIX + "reasoning"),
+    ("request_cost", PREFIX + "request"),
     ("reported_cost", PREFIX + "reported"),
     ("catalog", PREFIX + "catalog"),
     ("matched_provider", PREFIX + "matched_provider"),

@@ -55,6 +55,8 @@ class Entry:
     model_id: str
     info: Any  # genai_prices.types.ModelInfo
     static_rates: Rates | None  # set when the entry's prices never change
+    # Prices of the entry that spans carry no count for, e.g. "web searches"
+    not_charged: tuple[str, ...] = ()
 
     def rates_at(self, when: datetime) -> Rates:
         if self.static_rates is not None:
@@ -111,7 +113,35 @@ def _entry(provider: Any, info: Any) -> Entry:
     static = None
     if isinstance(info.prices, types.ModelPrice):
         static = _to_rates(info.prices)
-    return Entry(holder, info.id, info, static)
+    return Entry(holder, info.id, info, static, _not_charged(info))
+
+
+def _not_charged(info: Any) -> tuple[str, ...]:
+    """The entry's prices that no count of a span reaches, as words."""
+    if isinstance(info.prices, types.ModelPrice):
+        all_prices = [info.prices]
+    else:
+        all_prices = [conditional.prices for conditional in info.prices]
+    keys = {
+        key
+        for prices in all_prices
+        for key, value in vars(prices).items()
+        if value is not None and not key.startswith("_")
+    }
+    parts = sorted(_words(key) for key in keys - _CHARGED_KEYS)
+    variants = sorted(
+        {name.replace("_", " ") for v in info.price_variants or () for name in v.when}
+    )
+    if variants:
+        parts.append(f"{' or '.join(variants)} prices (standard used)")
+    return tuple(parts)
+
+
+def _words(price_key: str) -> str:
+    """``cache_write_1h_mtok`` -> ``cache write 1h``."""
+    for unit in ("_mtok", "_kcount", "_hours", "_mchars", "_kpages"):
+        price_key = price_key.removesuffix(unit)
+    return price_key.replace("_", " ")
 
 
 @cache
@@ -127,6 +157,19 @@ def _provider(catalog_provider: str) -> Any:
     return None
 
 
+# Catalog prices that ``Rates`` charges; any other is named in the match.
+_CHARGED_KEYS = frozenset(
+    {
+        "input_mtok",
+        "output_mtok",
+        "cache_read_mtok",
+        "cache_write_mtok",
+        "output_reasoning_mtok",
+        "requests_kcount",
+    }
+)
+
+
 def _to_rates(prices: Any) -> Rates:
     return Rates(
         currency=CURRENCY,
@@ -135,7 +178,15 @@ def _to_rates(prices: Any) -> Rates:
         cache_read=_rate(getattr(prices, "cache_read_mtok", None)),
         cache_write=_rate(getattr(prices, "cache_write_mtok", None)),
         reasoning=_rate(getattr(prices, "output_reasoning_mtok", None)),
+        request=_per_request(getattr(prices, "requests_kcount", None)),
     )
+
+
+def _per_request(price_kcount: Any) -> Decimal | None:
+    """The catalog writes request fees per thousand requests."""
+    if not isinstance(price_kcount, Decimal):
+        return None
+    return price_kcount.scaleb(-3)
 
 
 def _rate(price: Any) -> Rate | None:

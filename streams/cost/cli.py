@@ -39,6 +39,7 @@ _AMOUNTS = (
     ("cache write", "cache_write_cost"),
     ("output", "output_cost"),
     ("reasoning", "reasoning_cost"),
+    ("request fee", "request_cost"),
     ("total", "total_cost"),
 )
 
@@ -194,7 +195,10 @@ def _per_mtok(rates: Any) -> str:
             continue
         tiers = " (+tiers)" if rate.tiers else ""
         parts.append(f"{label} {_plain(rate.base_mtok)}{tiers}")
-    return f"{', '.join(parts)} {rates.currency} per million tokens"
+    text = f"{', '.join(parts)} {rates.currency} per million tokens"
+    if rates.request is not None:
+        text += f", {_plain(rates.request)} {rates.currency} per request"
+    return text
 
 
 def _plain(value: Decimal) -> str:

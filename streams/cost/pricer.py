@@ -175,6 +175,7 @@ class Pricer:
             "cache_write_cost": amounts.cache_write,
             "output_cost": amounts.output,
             "reasoning_cost": amounts.reasoning,
+            "request_cost": amounts.request,
             "total_cost": amounts.total,
             "catalog": source,
             "matched_provider": matched_provider,
@@ -304,6 +305,8 @@ def _find_in_catalog(
                 parts.append(f"priced as {catalog_provider}")
             if entry.provider != catalog_provider:
                 parts.append(f"{catalog_provider} falls back to {entry.provider}")
+            if entry.not_charged:
+                parts.append(f"not charged: {', '.join(entry.not_charged)}")
             return entry, "; ".join(parts)
     return None, ""
 
@@ -356,6 +359,7 @@ def _unpriced(status: str, reason: str, reported: Decimal | None) -> dict[str, A
         "cache_write_cost": None,
         "output_cost": None,
         "reasoning_cost": None,
+        "request_cost": None,
         "total_cost": None,
         "catalog": catalog.CATALOG,
         "matched_provider": None,

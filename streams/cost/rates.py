@@ -10,7 +10,8 @@ the total:
 - cache read / cache write: those tokens at their own price (the input price
   where the entry has none, as the catalog itself does);
 - output: output tokens that were not reasoning;
-- reasoning: reasoning tokens at the reasoning price, else the output price.
+- reasoning: reasoning tokens at the reasoning price, else the output price;
+- request: the entry's fee per request, once per call.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class Rates:
     cache_read: Rate | None = None
     cache_write: Rate | None = None
     reasoning: Rate | None = None
+    request: Decimal | None = None  # fee per request, in currency
 
     def discounted(self, factor: Decimal) -> Rates:
         """These rates multiplied by ``factor`` (0.85 for 15% off)."""
@@ -74,6 +76,9 @@ class Rates:
             cache_read=_scaled(self.cache_read, factor),
             cache_write=_scaled(self.cache_write, factor),
             reasoning=_scaled(self.reasoning, factor),
+            request=None
+            if self.request is None
+            else MONEY.multiply(self.request, factor),
         )
 
 
@@ -96,6 +101,7 @@ class Amounts:
     cache_write: Decimal
     output: Decimal
     reasoning: Decimal
+    request: Decimal
     total: Decimal
 
 
@@ -120,10 +126,13 @@ def compute(rates: Rates, usage: Usage) -> Amounts:
     cache_write = _cost(cache_write_rate, usage.cache_write_tokens, threshold)
     output = _cost(output_rate, visible_output, threshold)
     reasoning = _cost(reasoning_rate, usage.reasoning_tokens, threshold)
+    request = quantize(rates.request if rates.request is not None else ZERO)
     total = ZERO
-    for amount in (input_cost, cache_read, cache_write, output, reasoning):
+    for amount in (input_cost, cache_read, cache_write, output, reasoning, request):
         total = MONEY.add(total, amount)
-    return Amounts(input_cost, cache_read, cache_write, output, reasoning, total)
+    return Amounts(
+        input_cost, cache_read, cache_write, output, reasoning, request, total
+    )
 
 
 def quantize(value: Decimal) -> Decimal:

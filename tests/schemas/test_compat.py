@@ -140,3 +140,54 @@ def test_sampling_fields_default_to_null_and_round_trip() -> None:
         "composite/errors",
         2.5,
     )
+
+
+def priced_cost() -> dict[str, Any]:
+    """A priced cost record holding only fields every version with cost has."""
+    return {
+        "status": "priced",
+        "currency": "USD",
+        "input_cost": Decimal("0.001000000000"),
+        "cache_read_cost": Decimal("0E-12"),
+        "cache_write_cost": Decimal("0E-12"),
+        "output_cost": Decimal("0.003164000000"),
+        "reasoning_cost": Decimal("0E-12"),
+        "total_cost": Decimal("0.004164000000"),
+        "catalog": "genai-prices 0.2.3",
+        "matched_provider": "perplexity",
+        "matched_model": "sonar",
+        "match": "exact sonar",
+        "reported_cost": None,
+    }
+
+
+def test_costs_written_before_the_request_fee_read_with_none() -> None:
+    codec = schemas.codec(schemas.SPAN_BATCH)
+    batch = record()
+    batch["spans"][0]["cost"] = priced_cost()
+    with_cost = [
+        i
+        for i, path in enumerate(VERSIONS)
+        if "request_cost" not in path.read_text() and "total_cost" in path.read_text()
+    ]
+    assert with_cost
+
+    for version in with_cost:
+        cost = codec.decode(written_with(version, batch))["spans"][0]["cost"]
+
+        assert cost["request_cost"] is None
+        assert cost["total_cost"] == Decimal("0.004164")
+
+
+def test_request_fee_round_trips() -> None:
+    codec = schemas.codec(schemas.SPAN_BATCH)
+    batch = record()
+    batch["spans"][0]["cost"] = {
+        **priced_cost(),
+        "request_cost": Decimal("0.012000000000"),
+        "total_cost": Decimal("0.016164000000"),
+    }
+
+    cost = codec.decode(codec.encode(batch))["spans"][0]["cost"]
+
+    assert cost["request_cost"] == Decimal("0.012")

@@ -245,6 +245,11 @@ CASES = [
     Case("mistral current price", "mistral_ai", "mistral-small-latest",
          t(1000, 1000), total="0.00075", matched="mistral-small-latest",
          at_ns=JUNE_2026_NS),
+    # --- Perplexity: sonar in 1, out 1, and $12 per thousand requests ---
+    # 1000 x 1 + 3164 x 1 per million, plus 12 / 1000 for the one request
+    Case("per-request fee charged once", "perplexity", "sonar",
+         t(1000, 3164), total="0.016164", matched="sonar",
+         parts={"request_cost": "0.012", "output_cost": "0.003164"}),
     # --- self-hosted and operator prices ---
     Case("unknown self-hosted model is never zero", "vllm",
          "llama-3.1-70b-instruct", t(1000, 1000), status="unknown_model"),
@@ -341,6 +346,7 @@ def test_price(pricer: Pricer, case: Case) -> None:
             "cache_write_cost",
             "output_cost",
             "reasoning_cost",
+            "request_cost",
         )
     ]
     assert sum(parts) == cost["total_cost"]
@@ -422,7 +428,7 @@ def test_match_explains_the_entry(pricer: Pricer) -> None:
         assert cost is not None
         return str(cost["match"])
 
-    assert match("openai", "gpt-4o-2024-08-06") == "exact gpt-4o-2024-08-06"
+    assert match("openai", "gpt-4o-2024-08-06").startswith("exact gpt-4o-2024-08-06")
     assert "dated -> family gpt-4o-mini" in match("openai", "gpt-4o-mini-2025-01-01")
     assert "stripped prefix openai/" in match("openai", "openai/gpt-4o")
     assert "stripped resource path" in match(
@@ -535,3 +541,30 @@ def test_cost_never_decreases_when_tokens_grow(
 
 
 PLAIN = Pricer()
+
+
+def test_match_names_the_prices_no_count_reaches(pricer: Pricer) -> None:
+    # claude-3-5-sonnet also prices 1-hour cache writes and web searches,
+    # which spans carry no count of: the tokens are priced, those are not.
+    genai = genai_of(Case("x", "anthropic", "claude-3-5-sonnet", t(10, 10)))
+
+    cost = pricer.price(genai, JUNE_2025_NS, "default")
+
+    assert cost is not None and cost["status"] == "priced"
+    assert "not charged: cache write 1h, web searches" in cost["match"]
+    assert cost["request_cost"] == 0
+
+
+def test_a_discount_scales_the_request_fee(tmp_path: Path) -> None:
+    path = tmp_path / "prices.yaml"
+    path.write_text("discounts:\n  - {provider: perplexity, percent: 50}\n")
+    genai = genai_of(Case("x", "perplexity", "sonar", t(1000, 1000)))
+
+    cost = Pricer(path).price(genai, JUNE_2025_NS, "default")
+
+    # (1000 x 1 + 1000 x 1 per million + 12 / 1000) x 0.5
+    assert cost is not None
+    assert (cost["request_cost"], cost["total_cost"]) == (
+        Decimal("0.006"),
+        Decimal("0.007"),
+    )
