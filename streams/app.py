@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError
 from faust.types import StreamT
 
 from llmobs.errors import RetriableStageError
@@ -128,6 +129,13 @@ class Outgoing:
     key: bytes | None
     value: bytes
     headers: list[tuple[str, bytes]] | None = None
+    # Sent in its place when the broker can never take it (too large).
+    instead: Outgoing | None = None
+
+
+# Broker answers that no retry can change: the record will never fit.
+TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
+UNDELIVERABLE = "undeliverable"
 
 
 DELIVERY_BACKOFF = Backoff(initial_s=0.5, max_s=15.0, deadline_s=math.inf)
@@ -147,7 +155,7 @@ async def deliver(records: list[Outgoing]) -> None:
             for record, result in zip(remaining, results, strict=True)
             if isinstance(result, Exception)
         ]
-        remaining = [record for record, _ in failed]
+        remaining = _in_place_of_too_large(failed)
         if failed:
             raise RetriableStageError(
                 f"{len(failed)} of {len(results)} records not delivered: "
@@ -160,6 +168,28 @@ async def deliver(records: list[Outgoing]) -> None:
         (RetriableStageError,),
         DELIVERY_BACKOFF,
     )
+
+
+def _in_place_of_too_large(
+    failed: Sequence[tuple[Outgoing, BaseException]],
+) -> list[Outgoing]:
+    """The records to send again: each failed one, or what stands in for it."""
+    again: list[Outgoing] = []
+    stand_ins: set[int] = set()
+    for record, error in failed:
+        if not isinstance(error, TOO_LARGE) or record.instead is None:
+            again.append(record)
+            continue
+        if id(record.instead) not in stand_ins:
+            stand_ins.add(id(record.instead))
+            log.warning(
+                "a %d-byte record is too large for the broker (%s); "
+                "its input goes to the dead-letter topic",
+                len(record.value),
+                type(error).__name__,
+            )
+            again.append(record.instead)
+    return again
 
 
 async def deliver_or_withhold(records: list[Outgoing], events: Sequence[Any]) -> None:
@@ -203,7 +233,7 @@ def create_app(
         key_serializer="raw",
         value_serializer="raw",
         topic_partitions=settings.topic_partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=settings.topic_replication_factor,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         producer_max_request_size=16 * 1024 * 1024,
@@ -237,8 +267,19 @@ def create_app(
                 )
                 decoded = decode_safely(event.value, event.headers, where, pricer)
                 counters.add(decoded)
+                too_large = DeadLetter(
+                    UNDELIVERABLE,
+                    "a decoded record exceeds the broker's message size limit",
+                    event.value or b"",
+                    decoded.spans,
+                )
+                instead = Outgoing(
+                    dlq_out, message.key, too_large.value, too_large.headers(where)
+                )
                 for key, value in decoded.batches:
-                    outgoing.append(Outgoing(spans_out, key.encode(), value))
+                    outgoing.append(
+                        Outgoing(spans_out, key.encode(), value, instead=instead)
+                    )
                 for letter in decoded.dead_letters:
                     log.warning(
                         "dead-lettered %s: %s (%d spans)",

@@ -6,6 +6,7 @@ import asyncio
 from types import SimpleNamespace
 
 import pytest
+from aiokafka.errors import MessageSizeTooLargeError
 from faust.types.tuples import ConsumerMessage, Message
 
 import streams.app as app_module
@@ -165,3 +166,40 @@ async def test_a_delivered_batch_is_acknowledged() -> None:
     events[0].message.ack(consumer)
 
     assert consumer.acked == [7]
+
+
+class SizeLimitedTopic:
+    """A topic whose broker refuses records over ``limit_bytes`` for good."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        self.limit_bytes = limit_bytes
+        self.delivered: list[bytes] = []
+
+    async def send(self, key: bytes | None, value: bytes, headers: object) -> object:
+        future = asyncio.get_running_loop().create_future()
+        if len(value) > self.limit_bytes:
+            future.set_exception(MessageSizeTooLargeError())
+        else:
+            self.delivered.append(value)
+            future.set_result(None)
+        return future
+
+
+async def test_a_record_too_large_for_the_broker_sends_its_input_to_the_dlq(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(
+        app_module, "DELIVERY_BACKOFF", Backoff(initial_s=0.001, max_s=0.01)
+    )
+    spans, dlq = SizeLimitedTopic(limit_bytes=10), FlakyTopic(failures=0)
+    instead = Outgoing(dlq, b"k", b"the input", [("llmobs.dlq.reason", b"x")])
+    records = [
+        Outgoing(spans, b"t1", b"small", instead=instead),
+        Outgoing(spans, b"t2", b"x" * 11, instead=instead),
+        Outgoing(spans, b"t3", b"y" * 12, instead=instead),
+    ]
+
+    await asyncio.wait_for(deliver(records), timeout=10)
+
+    assert spans.delivered == [b"small"]
+    assert dlq.delivered == [b"the input"]
