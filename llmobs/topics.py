@@ -31,11 +31,17 @@ HEADER_DLQ_OFFSET = "llmobs.dlq.source_offset"
 HEADER_DLQ_CONTENT_TYPE = "llmobs.dlq.content_type"
 
 
+# Largest record a pipeline topic takes. A decoded trace travels as records
+# of at most 4 MiB; the broker's default (1 MiB) would refuse the bigger ones.
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
 def ensure_topics(
     bootstrap: str,
     names: tuple[str, ...] = ALL,
     partitions: int = 4,
     timeout_s: float = 30.0,
+    replication_factor: int = 1,
 ) -> None:
     """Create the missing topics; existing ones are left as they are."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -44,7 +50,12 @@ def ensure_topics(
     except KafkaException as exc:
         raise RetriableStageError(f"kafka at {bootstrap} unreachable: {exc}") from exc
     wanted = [
-        NewTopic(name, num_partitions=partitions, replication_factor=1)
+        NewTopic(
+            name,
+            num_partitions=partitions,
+            replication_factor=replication_factor,
+            config={"max.message.bytes": str(MAX_MESSAGE_BYTES)},
+        )
         for name in names
         if name not in existing
     ]
@@ -55,7 +66,12 @@ def ensure_topics(
     ).items():
         try:
             future.result()
-            log.info("created topic %s with %d partitions", name, partitions)
+            log.info(
+                "created topic %s with %d partitions, replication factor %d",
+                name,
+                partitions,
+                replication_factor,
+            )
         except KafkaException as exc:
             if exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
                 continue

@@ -6,6 +6,7 @@ import argparse
 
 from llmobs import settings as config
 from llmobs import topics
+from llmobs.errors import ConfigError
 from llmobs.kafka import DEFAULT_BOOTSTRAP
 from llmobs.settings import setting, settings_class
 
@@ -16,6 +17,14 @@ class TopicSettings:
 
     kafka_bootstrap: str = setting(DEFAULT_BOOTSTRAP, "Kafka bootstrap servers")
     topic_partitions: int = setting(4, "partitions of each new topic")
+    topic_replication_factor: int = setting(
+        1, "replicas of each new topic (3 on a production cluster)"
+    )
+
+    def validate(self) -> None:
+        for name in ("topic_partitions", "topic_replication_factor"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"setting {name} must be at least 1")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = config.load(TopicSettings, args)
     topics.ensure_topics(
-        settings.kafka_bootstrap, topics.ALL, partitions=settings.topic_partitions
+        settings.kafka_bootstrap,
+        topics.ALL,
+        partitions=settings.topic_partitions,
+        replication_factor=settings.topic_replication_factor,
     )
     print(f"topics ready on {settings.kafka_bootstrap}: {', '.join(topics.ALL)}")
     return 0

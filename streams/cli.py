@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
             metrics.metrics_topic,
         ),
         partitions=settings.topic_partitions,
+        replication_factor=settings.topic_replication_factor,
     )
     # The sampler's tables are partitioned like llm.spans, so that a trace's
     # buffered spans live in the partition its spans arrive on.

@@ -19,6 +19,9 @@ class StreamSettings:
     spans_topic: str = setting(topics.SPANS, "topic of normalized span batches")
     dlq_topic: str = setting(topics.DLQ, "dead-letter topic for bad input")
     topic_partitions: int = setting(4, "partitions of the topics the app creates")
+    topic_replication_factor: int = setting(
+        1, "replicas of the topics the app creates, changelogs included"
+    )
     batch_messages: int = setting(500, "input messages decoded per batch")
     batch_wait_s: float = setting(0.05, "longest wait to fill a batch")
     web_port: int = setting(6066, "port of the worker's web and metrics endpoint")
@@ -31,6 +34,8 @@ class StreamSettings:
     def validate(self) -> None:
         from llmobs.errors import ConfigError
 
+        if self.topic_replication_factor < 1:
+            raise ConfigError("topic_replication_factor must be at least 1")
         if self.batch_messages < 1:
             raise ConfigError("batch_messages must be at least 1")
         if self.batch_wait_s <= 0:
