@@ -19,9 +19,10 @@ same identity (source, window, key, first offset).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -38,6 +39,11 @@ WINDOW = "window"
 CORRECTION = "correction"
 NS_PER_MS = 1_000_000
 SNAPSHOT_VERSION = 1
+# How a record's identity is derived (MetricWindow.identity_scheme): 1 joins
+# the parts with "|", which keys holding "|" can forge, and is kept only for
+# records emitted before scheme 2, so that sinks still recognise them.
+IDENTITY_JOINED = 1
+IDENTITY_SHA256 = 2
 
 
 @dataclass(frozen=True, order=True)
@@ -137,6 +143,7 @@ class Bucket:
             "ttft_sketch": self.ttft.to_record(),
             "max_received_unix_nano": self.max_received_ns,
             "emitted_unix_ms": 0,
+            "identity_scheme": IDENTITY_SHA256,
         }
 
     @classmethod
@@ -284,6 +291,8 @@ def _slots(records: list[dict[str, Any]]) -> list[tuple[Slot, Bucket]]:
 
 def _with_decimal(record: dict[str, Any]) -> dict[str, Any]:
     record["cost"] = Decimal(record["cost"])
+    # Records saved before identity schemes existed were emitted as scheme 1.
+    record.setdefault("identity_scheme", IDENTITY_JOINED)
     return record
 
 
@@ -291,14 +300,14 @@ _KEY_FIELDS = tuple(MetricKey.__dataclass_fields__)
 
 
 def identity(record: dict[str, Any]) -> str:
-    """The deterministic identity of a MetricWindow record."""
-    key = MetricKey(*(record[f] for f in _KEY_FIELDS))
-    return "|".join(
-        str(part)
-        for part in (
-            record["source"],
-            record["window_start_ms"],
-            *astuple(key),
-            record["first_offset"],
-        )
-    )
+    """The deterministic identity of a MetricWindow record; sinks add each once."""
+    parts = [
+        record["source"],
+        record["window_start_ms"],
+        *(record[f] for f in _KEY_FIELDS),
+        record["first_offset"],
+    ]
+    if record["identity_scheme"] == IDENTITY_JOINED:
+        return "|".join(str(part) for part in parts)
+    # A JSON array cannot be forged by the strings inside it.
+    return hashlib.sha256(orjson.dumps(parts)).hexdigest()

@@ -228,3 +228,34 @@ async def test_a_record_redis_refuses_is_skipped_not_fatal() -> None:
         assert await client.exists(f"{prefix}:applied:good")
     finally:
         await client.aclose()
+
+
+async def test_keys_that_join_alike_with_a_bar_are_both_stored(
+    kafka_bootstrap: str, database_url: str, sink_settings: Callable[..., Any]
+) -> None:
+    tenant = f"t-{uuid.uuid4().hex[:10]}"
+    rng = random.Random(13)
+    windows = PartitionWindows("llm.spans[0]", WINDOW_S, grace_s=0)
+    end_ns = T0_NS + 10**9
+    windows.apply(0, batch(tenant, [span(rng, end_ns, provider="c")], service="a|b"))
+    windows.apply(1, batch(tenant, [span(rng, end_ns, provider="b|c")], service="a"))
+    windows.close(now_ms=T0_NS // 10**6 + 10 * 60_000)
+    first, second = windows.outbox
+    # Same model and first offset: joined with "|", the two identities agree.
+    second["model"] = first["model"]
+    second["first_offset"] = first["first_offset"]
+    settings = sink_settings()
+    produce(kafka_bootstrap, settings.metrics_topic, [first, second])
+
+    sink = await run_sink(settings)
+
+    assert sink.handler is not None and sink.handler.records_added == 2
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT service, provider, requests FROM llm_metrics_1m WHERE tenant = $1",
+            tenant,
+        )
+    finally:
+        await conn.close()
+    assert sorted(tuple(r) for r in rows) == [("a", "b|c", 1), ("a|b", "c", 1)]

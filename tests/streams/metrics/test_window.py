@@ -151,3 +151,16 @@ def test_records_encode_with_the_schema() -> None:
     codec = schemas.codec("metric_window")
     for record in windows.outbox:
         assert codec.decode(codec.encode(record)) == record
+
+
+def test_keys_that_join_alike_with_a_bar_have_distinct_identities() -> None:
+    rng = random.Random(6)
+    windows = PartitionWindows("llm.spans[0]", WINDOW_S, grace_s=0)
+    windows.apply(0, batch("t", [span(rng, T0_NS, provider="c")], service="a|b"))
+    windows.apply(0 + 1, batch("t", [span(rng, T0_NS, provider="b|c")], service="a"))
+    windows.close(now_ms=T0_NS // 10**6 + 10 * 60_000)
+    first, second = windows.outbox
+    second["first_offset"] = first["first_offset"]
+    second["model"] = first["model"]
+
+    assert identity(first) != identity(second)
