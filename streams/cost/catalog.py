@@ -144,6 +144,19 @@ def _words(price_key: str) -> str:
     return price_key.replace("_", " ")
 
 
+def listed_names(entry: Entry) -> tuple[str, ...]:
+    """The model names the entry matches exactly (not by prefix or pattern)."""
+    found: list[str] = []
+    pending = [entry.info.match]
+    while pending:
+        clause = pending.pop()
+        if isinstance(clause, types.ClauseEquals):
+            found.append(clause.equals)
+        elif isinstance(clause, types.ClauseOr):
+            pending.extend(clause.or_)
+    return tuple(sorted(found))
+
+
 @cache
 def _snapshot() -> Any:
     return data_snapshot.get_snapshot()

@@ -77,6 +77,14 @@ def candidates(name: str) -> tuple[tuple[str, str], ...]:
     return tuple(found)
 
 
+def is_dated_form(name: str, family: str) -> bool:
+    """Whether ``name`` is ``family`` with a date or version suffix."""
+    return any(
+        candidate == family and how.startswith("dated")
+        for candidate, how in candidates(name)
+    )
+
+
 def prefix_provider(name: str) -> str | None:
     """The vendor a name is prefixed with (``anthropic/...``), if any."""
     lowered = name.strip().lower()

@@ -31,7 +31,13 @@ from typing import Any
 
 from llmobs.errors import ConfigError
 from streams.cost import catalog, overrides
-from streams.cost.models import EXACT, bedrock_id_of, candidates, prefix_provider
+from streams.cost.models import (
+    EXACT,
+    bedrock_id_of,
+    candidates,
+    is_dated_form,
+    prefix_provider,
+)
 from streams.cost.rates import (
     MONEY,
     MissingRate,
@@ -68,7 +74,7 @@ class Resolution:
     override: tuple[overrides.PriceEntry, ...] = ()
     override_how: str = ""
     entry: catalog.Entry | None = None
-    catalog_how: str = ""
+    catalog_how: str = ""  # how the entry was found, or why none was
     discounts: tuple[overrides.Discount, ...] = ()
 
 
@@ -159,6 +165,8 @@ class Pricer:
         if found is None:
             where = f" (provider {resolution.provider})" if resolution.provider else ""
             reason = f"no price for {resolution.model}{where}"
+            if resolution.catalog_how:
+                reason = f"{reason}: {resolution.catalog_how}"
             return _unpriced(UNKNOWN_MODEL, reason, reported)
         rates, source, matched_provider, matched_model, match = found
 
@@ -300,6 +308,19 @@ def _find_in_catalog(
             entry = catalog.find(catalog_provider, name)
             if entry is None:
                 continue
+            if how.startswith("dated"):
+                dated = [
+                    n
+                    for n in catalog.listed_names(entry)
+                    if is_dated_form(n, name) and not n.endswith("-latest")
+                ]
+                if dated:
+                    # The entry names the snapshots it prices; another one
+                    # may cost something else (Bedrock's mistral-large-2402).
+                    return None, (
+                        f"{entry.model_id} lists its dated versions"
+                        f" ({', '.join(dated)}), not {model}"
+                    )
             parts = [*notes, how if how != EXACT else f"exact {name}"]
             if catalog_provider != own and own is not None:
                 parts.append(f"priced as {catalog_provider}")

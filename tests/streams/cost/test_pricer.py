@@ -106,10 +106,10 @@ CASES = [
     # gpt-4o-2024-05-13 has its own entry: in 5, out 15 (not gpt-4o's 2.5/10)
     Case("openai dated snapshot with its own price", "openai", "gpt-4o-2024-05-13",
          t(1000, 1000), total="0.02", matched="gpt-4o-2024-05-13"),
-    # not in the catalog -> family gpt-4o-mini: in 0.15, out 0.6
-    Case("openai unknown date falls back to family", "openai",
-         "gpt-4o-mini-2025-01-01", t(2000, 100), total="0.00036",
-         matched="gpt-4o-mini"),
+    # gpt-4o-mini names the one snapshot it prices (2024-07-18): another
+    # date may have another price
+    Case("openai snapshot its family does not list is unknown", "openai",
+         "gpt-4o-mini-2025-01-01", t(2000, 100), status="unknown_model"),
     Case("openai provider-prefixed model", "openai", "openai/gpt-4o",
          t(1000, 100), total="0.0035", matched="gpt-4o"),
     # provider taken from the prefix: gpt-4o-mini in 0.15, out 0.6
@@ -236,8 +236,15 @@ CASES = [
     # mistral-large: in 2, out 6
     Case("mistral dated entry", "mistral_ai", "mistral-large-2411",
          t(1000, 1000), total="0.008", matched="mistral-large"),
-    Case("mistral dated -> family", "mistral_ai", "mistral-large-2402",
-         t(1000, 1000), total="0.008", matched="mistral-large"),
+    # mistral-large lists -2407 and -2411 only; the same catalog prices
+    # mistral-large-2402 at 4 / 12 on Bedrock, not the family's 2 / 6
+    Case("mistral snapshot its family does not list is unknown", "mistral_ai",
+         "mistral-large-2402", t(1000, 1000), status="unknown_model"),
+    # ministral-3b lists no snapshot, so a dated name is the family:
+    # in 0.04, out 0.04
+    Case("mistral dated -> family listing no snapshot", "mistral_ai",
+         "ministral-3b-2410", t(1000, 1000), total="0.00008",
+         matched="ministral-3b"),
     # mistral-small-latest in 2025: in 0.1, out 0.3
     Case("mistral historic price", "mistral_ai", "mistral-small-latest",
          t(1000, 1000), total="0.0004", matched="mistral-small-latest"),
@@ -429,7 +436,10 @@ def test_match_explains_the_entry(pricer: Pricer) -> None:
         return str(cost["match"])
 
     assert match("openai", "gpt-4o-2024-08-06").startswith("exact gpt-4o-2024-08-06")
-    assert "dated -> family gpt-4o-mini" in match("openai", "gpt-4o-mini-2025-01-01")
+    assert "dated -> family ministral-3b" in match("mistral_ai", "ministral-3b-2410")
+    assert "mistral-large lists its dated versions (mistral-large-2407," in match(
+        "mistral_ai", "mistral-large-2402"
+    )
     assert "stripped prefix openai/" in match("openai", "openai/gpt-4o")
     assert "stripped resource path" in match(
         "gcp.vertex_ai", VERTEX_PATH + "gemini-1.5-pro"
