@@ -23,6 +23,8 @@ ALL = (OTLP_SPANS, SPANS, SPANS_SAMPLED, METRICS_1M, DLQ, ALERTS)
 # Kafka headers the pipeline reads and writes.
 HEADER_TENANT = "tenant"
 HEADER_RECEIVED_NS = "llmobs.received_ns"
+# Set by the Collector's kafkaexporter: traces, metrics or logs.
+HEADER_SIGNAL = "otelcol.signal"
 HEADER_DLQ_REASON = "llmobs.dlq.reason"
 HEADER_DLQ_DETAIL = "llmobs.dlq.detail"
 HEADER_DLQ_TOPIC = "llmobs.dlq.source_topic"

@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 # Records stay well under the broker's 16 MiB message limit; a bigger trace
 # travels as several records.
 MAX_RECORD_BYTES = 4 * 1024 * 1024
+TRACES = "traces"
+NOT_TRACES = "not_traces"
 
 _KIND_NAMES = {value: name for name, value in trace_pb2.Span.SpanKind.items()}
 _STATUS_NAMES = {
@@ -120,6 +122,18 @@ def decode_message(
     if not value:
         out.dead_letters.append(
             DeadLetter(otlp.EMPTY_REQUEST, "message has no value", b"", 0)
+        )
+        return out
+
+    signal = header_value(headers, topics.HEADER_SIGNAL)
+    if signal is not None and signal != TRACES:
+        out.dead_letters.append(
+            DeadLetter(
+                NOT_TRACES,
+                f"the {topics.HEADER_SIGNAL} header says {signal!r}",
+                value,
+                0,
+            )
         )
         return out
 

@@ -254,3 +254,25 @@ def test_a_bad_tenant_header_sets_the_whole_message_aside() -> None:
     assert batches == {}
     (dead,) = decoded.dead_letters
     assert (dead.reason, dead.spans, dead.value) == ("invalid_tenant", 2, value)
+
+
+def test_a_message_the_collector_marks_as_metrics_is_set_aside_as_such() -> None:
+    metrics = ExportMetricsServiceRequest()
+    metrics.resource_metrics.add().scope_metrics.add().metrics.add(name="m")
+    value = metrics.SerializeToString()
+
+    decoded, batches = decode_all(value, {topics.HEADER_SIGNAL: b"metrics"})
+
+    assert not batches
+    (dead,) = decoded.dead_letters
+    assert (dead.reason, dead.value) == ("not_traces", value)
+    assert "'metrics'" in dead.detail
+
+
+def test_a_message_the_collector_marks_as_traces_is_read() -> None:
+    value = synthetic.llm_trace(calls=1).SerializeToString()
+
+    decoded, batches = decode_all(value, {topics.HEADER_SIGNAL: b"traces"})
+
+    assert len(batches) == 1
+    assert not decoded.dead_letters
