@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -18,6 +19,7 @@ from llmobs import settings as config
 from llmobs.errors import ConfigError
 from llmobs.settings import setting, settings_class
 from sinks.settings import DEFAULT_DATABASE_URL
+from streams.parsers import canonical_provider
 
 UNKNOWN_QUERY = """
 SELECT coalesce(provider, '-')                       AS provider,
@@ -105,7 +107,9 @@ def run(args: argparse.Namespace) -> int:
 
 def explain(pricer: Any, args: argparse.Namespace) -> str:
     """The cost record for the call in ``args``, with the entry that priced it."""
-    provider = args.provider.lower() if args.provider else None
+    # Spelt as the normalizer spells a span's provider, so that the answer
+    # is the one the pipeline gives (gemini is gcp.gemini).
+    provider = canonical_provider(args.provider) if args.provider else None
     start_ns = _start_ns(args.at)
     genai = {
         "operation": args.operation,
@@ -164,17 +168,23 @@ async def unknown_models(settings: PriceSettings) -> str:
     if not records:
         scope = "ever" if since is None else f"in the last {settings.since}"
         return f"no unpriced models {scope}"
+    return unknown_table(records)
+
+
+def unknown_table(records: Sequence[Mapping[str, Any]]) -> str:
+    """Rows of UNKNOWN_QUERY as a table, each with the reason it had no price."""
     rows = [
         (
             r["provider"],
             r["model"],
             f"{r['spans']:,}",
             f"{r['last_seen']:%Y-%m-%d %H:%M}",
+            r["reason"] or "-",
         )
         for r in records
     ]
-    headings = ("provider", "model", "spans", "last seen (UTC)")
-    widths = [max(len(row[i]) for row in [headings, *rows]) for i in range(4)]
+    headings = ("provider", "model", "spans", "last seen (UTC)", "reason")
+    widths = [max(len(row[i]) for row in [headings, *rows]) for i in range(5)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headings, widths, strict=True))]
     for row in rows:
         lines.append("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))

@@ -51,6 +51,57 @@ def test_unknown_model_says_why(capsys: pytest.CaptureFixture[str]) -> None:
     assert "no price for my-llm (provider vllm)" in out
 
 
+@pytest.mark.parametrize("spelling", ["gemini", "vertex_ai", "Google", "GCP.Gemini"])
+def test_provider_spelt_as_spans_spell_it_is_priced(
+    spelling: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = run(
+        ["--provider", spelling, "--model", "gemini-2.0-flash",
+         "--input-tokens", "10000", "--output-tokens", "1000",
+         "--at", "2025-06-01"],
+        capsys,
+    )  # fmt: skip
+
+    # gemini-2.0-flash: 10000 x 0.1 + 1000 x 0.4 per million tokens
+    assert "status      priced" in out
+    assert "total             0.001400000000 USD" in out
+
+
+def test_azure_spelling_of_openlit_is_priced(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = run(
+        ["--provider", "az.ai.openai", "--model", "gpt-4o",
+         "--input-tokens", "1000", "--output-tokens", "1000",
+         "--at", "2025-06-01"],
+        capsys,
+    )  # fmt: skip
+
+    # Azure falls back to OpenAI's gpt-4o: 1000 x 2.5 + 1000 x 10 per million
+    assert "total             0.012500000000 USD" in out
+
+
+def test_unknown_models_table_shows_the_reason() -> None:
+    from datetime import UTC, datetime
+
+    records = [
+        {
+            "provider": "mistral_ai",
+            "model": "mistral-large-2402",
+            "spans": 1200,
+            "last_seen": datetime(2025, 6, 1, 12, 30, tzinfo=UTC),
+            "reason": "no price for mistral-large-2402 (provider mistral_ai)",
+        }
+    ]
+
+    text = cli.unknown_table(records)
+
+    header, row = text.splitlines()[:2]
+    assert header.split()[-1] == "reason"
+    assert row.endswith("no price for mistral-large-2402 (provider mistral_ai)")
+    assert "1,200" in row
+
+
 @pytest.mark.integration
 async def test_unknown_lists_models_seen_without_a_price(database_url: str) -> None:
     from sinks import rows
