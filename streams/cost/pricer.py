@@ -10,7 +10,7 @@ The rules, in order:
    often repeat their children's usage, which must not be billed twice.
 2. A token count the normalizer rejected (``invalid_tokens:<field>``), or
    counts that contradict the OTel semantics, is ``invalid_usage``.
-3. Missing counts are ``no_usage``: never priced as zero.
+3. Missing counts, or none but zeros, are ``no_usage``: never priced as zero.
 4. The response model is preferred to the request model (an Azure request
    names a deployment, the response names the model that ran), except where
    it is the bare name of the request's Bedrock id, whose prefix decides
@@ -364,6 +364,9 @@ def _usage(genai: dict[str, Any], operation: str | None) -> Usage | tuple[str, s
     counts = (input_tokens, output_tokens, cache_read, cache_write, reasoning)
     if any(type(c) is not int or c < 0 for c in counts):
         return INVALID_USAGE, "token counts must be non-negative integers"
+    if input_tokens == 0 and output_tokens == 0:
+        # What instrumentations send when the provider returned no usage.
+        return NO_USAGE, "all token counts are zero"
     if cache_read + cache_write > input_tokens:
         return INVALID_USAGE, "cache tokens exceed input tokens"
     if reasoning > output_tokens:

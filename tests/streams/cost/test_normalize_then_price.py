@@ -126,6 +126,10 @@ def cost_of(profile: Profile, counts: list[int]) -> Decimal:
     )
     cost = PRICER.price(genai, JUNE_2025_NS, "default")
     assert cost is not None
+    if not any((u, read, write, visible, reasoning)):
+        # no count at all is no usage, not a free call; it counts as 0 here
+        assert cost["status"] == "no_usage"
+        return Decimal(0)
     assert cost["status"] == "priced", cost["match"]
     total = cost["total_cost"]
     assert isinstance(total, Decimal)
