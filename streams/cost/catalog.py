@@ -157,6 +157,36 @@ def listed_names(entry: Entry) -> tuple[str, ...]:
     return tuple(sorted(found))
 
 
+def pattern_of(entry: Entry, name: str) -> str | None:
+    """How the entry's pattern took ``name``, or None where it lists ``name``.
+
+    A pattern can take a model it does not price: ``contains
+    gemini-1.5-flash`` takes gemini-1.5-flash-8b, priced at twice its rate.
+    """
+    if name == entry.model_id or name in listed_names(entry):
+        return None
+    pending = [entry.info.match]
+    while pending:
+        clause = pending.pop()
+        if isinstance(clause, types.ClauseOr):
+            pending.extend(clause.or_)
+        elif clause.is_match(name):
+            return _describe(clause)
+    return "pattern"
+
+
+def _describe(clause: Any) -> str:
+    for kind, attribute in (
+        (types.ClauseStartsWith, "starts_with"),
+        (types.ClauseEndsWith, "ends_with"),
+        (types.ClauseContains, "contains"),
+        (types.ClauseRegex, "regex"),
+    ):
+        if isinstance(clause, kind):
+            return f"{attribute.replace('_', ' ')} {getattr(clause, attribute)}"
+    return "pattern"
+
+
 @cache
 def _snapshot() -> Any:
     return data_snapshot.get_snapshot()

@@ -31,13 +31,8 @@ from typing import Any
 
 from llmobs.errors import ConfigError
 from streams.cost import catalog, overrides
-from streams.cost.models import (
-    EXACT,
-    bedrock_id_of,
-    candidates,
-    is_dated_form,
-    prefix_provider,
-)
+from streams.cost.lookup import find_in_catalog
+from streams.cost.models import bedrock_id_of, candidates
 from streams.cost.rates import (
     MONEY,
     MissingRate,
@@ -240,7 +235,7 @@ class Pricer:
             if any(name in priced for name, _ in names):
                 continue
             provider = alias.model_provider or alias.provider
-            if _find_in_catalog(provider, alias.model, names)[0] is not None:
+            if find_in_catalog(provider, alias.model, names)[0] is not None:
                 continue
             under = f" under provider {provider}" if provider else ""
             raise ConfigError(
@@ -268,7 +263,7 @@ class Pricer:
                 override, override_how = tuple(found), f"operator price, {how}"
                 break
 
-        entry, catalog_how = _find_in_catalog(provider, model, names)
+        entry, catalog_how = find_in_catalog(provider, model, names)
         discounts: tuple[overrides.Discount, ...] = ()
         if entry is not None:
             matched = {n for n, _ in names} | {entry.model_id.lower()}
@@ -283,53 +278,6 @@ class Pricer:
             catalog_how=catalog_how,
             discounts=discounts,
         )
-
-
-def _find_in_catalog(
-    provider: str | None, model: str, names: tuple[tuple[str, str], ...]
-) -> tuple[catalog.Entry | None, str]:
-    """The catalog entry for ``model`` and how it was found."""
-    notes: list[str] = []
-    searched: list[str] = []
-    own = catalog.provider_id(provider)
-    if own is not None:
-        searched.append(own)
-    hinted = catalog.provider_id(prefix_provider(model))
-    if hinted is not None and hinted not in searched:
-        searched.append(hinted)
-    if not searched and provider is None:
-        inferred = catalog.infer_provider(model)
-        if inferred is not None:
-            searched.append(inferred)
-            notes.append(f"provider {inferred} inferred from the model name")
-
-    for name, how in names:
-        for catalog_provider in searched:
-            entry = catalog.find(catalog_provider, name)
-            if entry is None:
-                continue
-            if how.startswith("dated"):
-                dated = [
-                    n
-                    for n in catalog.listed_names(entry)
-                    if is_dated_form(n, name) and not n.endswith("-latest")
-                ]
-                if dated:
-                    # The entry names the snapshots it prices; another one
-                    # may cost something else (Bedrock's mistral-large-2402).
-                    return None, (
-                        f"{entry.model_id} lists its dated versions"
-                        f" ({', '.join(dated)}), not {model}"
-                    )
-            parts = [*notes, how if how != EXACT else f"exact {name}"]
-            if catalog_provider != own and own is not None:
-                parts.append(f"priced as {catalog_provider}")
-            if entry.provider != catalog_provider:
-                parts.append(f"{catalog_provider} falls back to {entry.provider}")
-            if entry.not_charged:
-                parts.append(f"not charged: {', '.join(entry.not_charged)}")
-            return entry, "; ".join(parts)
-    return None, ""
 
 
 def _model_to_price(request: str | None, response: str | None) -> str | None:

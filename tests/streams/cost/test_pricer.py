@@ -587,3 +587,28 @@ def test_a_discount_scales_the_request_fee(tmp_path: Path) -> None:
         Decimal("0.006"),
         Decimal("0.007"),
     )
+
+
+def test_a_name_taken_by_a_pattern_is_not_called_exact(pricer: Pricer) -> None:
+    # The catalog prices gemini-1.5-flash-8b only as gemini-flash-1.5-8b
+    # (in 0.0375); gemini-1.5-flash's pattern "contains gemini-1.5-flash"
+    # takes the name and prices it at 0.075: the match must say so.
+    genai = genai_of(Case("x", "gcp.gemini", "gemini-1.5-flash-8b", t(10, 10)))
+
+    cost = pricer.price(genai, JUNE_2025_NS, "default")
+
+    assert cost is not None
+    assert not cost["match"].startswith("exact")
+    assert cost["match"].startswith(
+        "gemini-1.5-flash-8b; taken by gemini-1.5-flash's pattern"
+        " (contains gemini-1.5-flash)"
+    )
+
+
+def test_a_listed_name_is_exact(pricer: Pricer) -> None:
+    genai = genai_of(Case("x", "openai", "gpt-4o-2024-11-20", t(10, 10)))
+
+    cost = pricer.price(genai, JUNE_2025_NS, "default")
+
+    assert cost is not None
+    assert cost["match"].startswith("exact gpt-4o-2024-11-20;")
