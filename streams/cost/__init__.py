@@ -4,7 +4,8 @@
 (``schemas/span_batch.v2.avsc``); ``cost_attributes`` renders that record as
 OTLP attributes for the Tempo export. Prices come from the ``genai-prices``
 catalog (``catalog``), overridden by an operator file (``overrides``); model
-names are resolved by ``models``; amounts are computed in ``rates``.
+names are derived by ``models`` and looked up by ``lookup``; amounts are
+computed in ``rates``.
 """
 
 from streams.cost.attributes import cost_attributes
