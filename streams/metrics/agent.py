@@ -7,12 +7,18 @@ counts after a crash need. Instead each partition of ``input_topic`` keeps one
 ``PartitionWindows`` whose snapshot is the single value of table
 ``metrics-windows`` under the partition number, written (and confirmed by
 Kafka) before the batch is acknowledged and before its records are sent.
+
+A batch is acknowledged only once its partition's state is durable: a save
+is retried until Kafka confirms it, and a batch whose partition is revoked
+first is left unacknowledged, so that the next owner reads it again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import faust
@@ -20,6 +26,7 @@ import faust
 import schemas
 from llmobs import topics
 from llmobs.errors import SchemaError
+from llmobs.retry import Backoff, ShutdownRequested, retry_async
 from streams.metrics.settings import MetricsSettings
 from streams.metrics.window import PartitionWindows
 
@@ -28,6 +35,10 @@ log = logging.getLogger(__name__)
 STATE_TABLE = "metrics-windows"
 METRIC_WINDOW = "metric_window"
 RAW = ("raw", "raw")
+# As long as the partition stays ours: giving up would lose the counts.
+SAVE_BACKOFF = Backoff(initial_s=0.5, max_s=15.0, deadline_s=math.inf)
+
+Record = tuple[int, int, bytes]
 
 
 class Aggregator:
@@ -41,34 +52,62 @@ class Aggregator:
         self.table = table
         self.output = output
         self.partitions: dict[int, PartitionWindows] = {}
+        # Set when a partition is revoked: its retries stop waiting.
+        self._revoked: dict[int, asyncio.Event] = {}
         self.lock = asyncio.Lock()
         self.spans_counted = 0
         self.records_read = 0
         self.records_emitted = 0
         self.corrections_emitted = 0
         self.undecodable = 0
+        self.batches_abandoned = 0
         self._codec = schemas.codec(schemas.SPAN_BATCH)
         self._out_codec = schemas.codec(METRIC_WINDOW)
 
-    def windows(self, partition: int) -> PartitionWindows:
-        """The partition's state, restored from the table on first use."""
-        state = self.partitions.get(partition)
-        if state is None:
-            source = f"{self.input_topic}[{partition}]"
-            state = PartitionWindows(
-                source, self.settings.window_s, self.settings.grace_s
-            )
-            saved = self.table.data.get(str(partition).encode())
-            if saved:
-                state.restore(saved)
-            self.partitions[partition] = state
+    def assign(self, partitions: Iterable[int]) -> None:
+        """Restore the state of partitions this worker now owns."""
+        for partition in partitions:
+            if partition not in self.partitions:
+                self._restore(partition)
+
+    async def revoke(self, partitions: Iterable[int]) -> None:
+        """Stop work on ``partitions`` and drop their state; the next owner
+        restores it from the changelog."""
+        partitions = set(partitions)
+        for partition in partitions:
+            self._revoked.setdefault(partition, asyncio.Event()).set()
+
+        # Under the lock: a batch or tick may be saving these partitions.
+        async with self.lock:
+            for partition in partitions:
+                self.partitions.pop(partition, None)
+                self._revoked.pop(partition, None)
+
+    def _restore(self, partition: int) -> PartitionWindows:
+        source = f"{self.input_topic}[{partition}]"
+        state = PartitionWindows(source, self.settings.window_s, self.settings.grace_s)
+        saved = self.table.data.get(str(partition).encode())
+        if saved:
+            state.restore(saved)
+        self.partitions[partition] = state
+        self._revoked[partition] = asyncio.Event()
         return state
 
-    async def on_records(self, records: list[tuple[int, int, bytes]]) -> None:
-        """Count (partition, offset, value) records, then close and deliver."""
+    async def on_records(self, records: Sequence[Record]) -> set[int]:
+        """Count (partition, offset, value) records, then close and deliver.
+
+        Returns the partitions whose records are not durably counted (not
+        ours, or revoked before their state was saved): their records must
+        not be acknowledged.
+        """
         async with self.lock:
-            touched = set()
+            touched: set[int] = set()
+            skipped: set[int] = set()
             for partition, offset, value in records:
+                state = self.partitions.get(partition)
+                if state is None:
+                    skipped.add(partition)
+                    continue
                 self.records_read += 1
                 try:
                     batch = self._codec.decode(value)
@@ -79,55 +118,100 @@ class Aggregator:
                         "%s[%d] %d: %s", self.input_topic, partition, offset, exc
                     )
                     continue
-                self.spans_counted += self.windows(partition).apply(offset, batch)
+                self.spans_counted += state.apply(offset, batch)
                 touched.add(partition)
-            await self._close_and_deliver(touched)
+            abandoned = skipped | await self._close_and_deliver(touched)
+        if abandoned:
+            self.batches_abandoned += 1
+            log.warning(
+                "%s partitions %s revoked before their state was saved; "
+                "their records are left for the next owner",
+                self.input_topic,
+                sorted(abandoned),
+            )
+        return abandoned
 
     async def tick(self) -> None:
         async with self.lock:
             await self._close_and_deliver(set())
 
-    def forget(self) -> None:
-        """Drop all state; the next owner of each partition restores it."""
-        self.partitions.clear()
-
-    async def _close_and_deliver(self, touched: set[int]) -> None:
-        for partition, state in self.partitions.items():
-            if state.close() == 0 and partition not in touched and not state.outbox:
+    async def _close_and_deliver(self, touched: set[int]) -> set[int]:
+        """Save, send and forget each partition's outbox; the ones given up."""
+        abandoned = set()
+        # A copy: a partition may be revoked while this awaits.
+        for partition, state in list(self.partitions.items()):
+            revoked = self._revoked.get(partition)
+            if self.partitions.get(partition) is not state or (
+                revoked is not None and revoked.is_set()
+            ):
+                abandoned.add(partition)
                 continue
+            try:
+                await self._close_one(partition, state, partition in touched)
+            except ShutdownRequested:
+                abandoned.add(partition)
+        return abandoned
 
-            # Step 1: state with its outbox is durable before anything is sent.
-            await self._save(partition, state)
-            if not state.outbox:
-                continue
+    async def _close_one(
+        self, partition: int, state: PartitionWindows, touched: bool
+    ) -> None:
+        if state.close() == 0 and not touched and not state.outbox:
+            return
 
-            # Step 2: the records, re-sent unchanged after a crash; the sink
-            # adds each identity once.
-            await self._deliver(state.outbox)
-            self.records_emitted += len(state.outbox)
-            self.corrections_emitted += sum(
-                1 for r in state.outbox if r["kind"] == "correction"
-            )
-            state.outbox = []
+        # Step 1: state with its outbox is durable before anything is sent.
+        await self._save(partition, state)
+        if not state.outbox:
+            return
 
-            # Step 3: forget the outbox.
-            await self._save(partition, state)
+        # Step 2: the records, re-sent unchanged after a crash; the sink
+        # adds each identity once.
+        await self._retry(partition, "delivering metric windows", state.outbox)
+        self.records_emitted += len(state.outbox)
+        self.corrections_emitted += sum(
+            1 for r in state.outbox if r["kind"] == "correction"
+        )
+        state.outbox = []
+
+        # Step 3: forget the outbox.
+        await self._save(partition, state)
 
     async def _save(self, partition: int, state: PartitionWindows) -> None:
         key = str(partition).encode()
         value = state.snapshot()
-        future = self.table.send_changelog(partition, key, value, *RAW)
-        self.table.data[key] = value
-        await future
 
-    async def _deliver(self, records: list[dict[str, Any]]) -> None:
-        futures = [
-            await self.output.send(
-                key=record["tenant"].encode(), value=self._out_codec.encode(record)
-            )
-            for record in records
-        ]
-        await asyncio.gather(*futures)
+        async def send() -> None:
+            await self.table.send_changelog(partition, key, value, *RAW)
+
+        await self._retry_call(partition, "saving metric windows", send)
+        # Only a confirmed value may be read back as this partition's state.
+        self.table.data[key] = value
+
+    async def _retry(
+        self, partition: int, what: str, records: list[dict[str, Any]]
+    ) -> None:
+        async def send() -> None:
+            futures = [
+                await self.output.send(
+                    key=record["tenant"].encode(),
+                    value=self._out_codec.encode(record),
+                )
+                for record in records
+            ]
+            await asyncio.gather(*futures)
+
+        await self._retry_call(partition, what, send)
+
+    async def _retry_call(
+        self, partition: int, what: str, call: Callable[[], Awaitable[None]]
+    ) -> None:
+        revoked = self._revoked.setdefault(partition, asyncio.Event())
+        await retry_async(
+            f"{what} of {self.input_topic}[{partition}]",
+            call,
+            (Exception,),
+            SAVE_BACKOFF,
+            revoked,
+        )
 
     def prometheus(self) -> str:
         return (
@@ -137,10 +221,36 @@ class Aggregator:
             f"llmobs_metrics_windows_emitted_total {self.records_emitted}\n"
             "# TYPE llmobs_metrics_corrections_emitted_total counter\n"
             f"llmobs_metrics_corrections_emitted_total {self.corrections_emitted}\n"
+            "# TYPE llmobs_metrics_batches_abandoned_total counter\n"
+            f"llmobs_metrics_batches_abandoned_total {self.batches_abandoned}\n"
             "# TYPE llmobs_metrics_open_windows gauge\n"
             "llmobs_metrics_open_windows "
             f"{sum(len(s.open) for s in self.partitions.values())}\n"
         )
+
+
+def withhold_acks(events: Iterable[Any]) -> None:
+    """Keep ``events`` from ever being acknowledged to the consumer.
+
+    ``take_events`` acknowledges every event of a batch in a ``finally``,
+    even when the body raised. Marked acked here, the message is skipped by
+    that acknowledgement, so its offset is never committed: the partition's
+    commits stop short of it and whoever reads the partition next counts it.
+    """
+    for event in events:
+        event.message.acked = True
+
+
+async def process(aggregator: Aggregator, events: Sequence[Any]) -> None:
+    """Count one batch of events; withhold the acks of what is not durable."""
+    records = [(e.message.partition, e.message.offset, e.value) for e in events]
+    try:
+        abandoned = await aggregator.on_records(records)
+    except BaseException:
+        # Unknown how far the state got: nothing of this batch may commit.
+        withhold_acks(events)
+        raise
+    withhold_acks(e for e in events if e.message.partition in abandoned)
 
 
 def register(
@@ -174,8 +284,13 @@ def register(
         ):
             # Acknowledged when this body returns: state and records are in
             # Kafka by then, so a committed offset is never ahead of them.
-            records = [(e.message.partition, e.message.offset, e.value) for e in events]
-            await aggregator.on_records(records)
+            try:
+                await process(aggregator, events)
+            except Exception as exc:
+                # Its acks withheld, the partition cannot move on in this
+                # process; a restarted worker reads the batch again.
+                await app.crash(exc)
+                raise
 
     @app.timer(settings.close_tick_s, name="metrics-close")
     async def close_due() -> None:
@@ -184,15 +299,19 @@ def register(
 
     @table.on_recover
     async def recovered() -> None:
-        for tp in app.assignor.assigned_actives():
-            if tp.topic == input_topic:
-                aggregator.windows(tp.partition)
+        aggregator.assign(
+            tp.partition
+            for tp in app.assignor.assigned_actives()
+            if tp.topic == input_topic
+        )
         ready["recovered"] = True
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
-    async def revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
+    async def revoked(sender: Any, partitions: Any, **kwargs: Any) -> None:
         ready["recovered"] = False
-        aggregator.forget()
+        await aggregator.revoke(
+            tp.partition for tp in partitions if tp.topic == input_topic
+        )
 
     log.info(
         "windowed metrics: %ss windows, %ss grace, to %s",

@@ -1,0 +1,111 @@
+"""The metrics agent under revokes and failing saves: never ahead of its state."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from llmobs.retry import Backoff
+from streams.metrics import agent
+from tests.streams.metrics.fakes import (
+    FakeTable,
+    aggregator,
+    consumer_acks,
+    events,
+)
+
+
+@pytest.fixture(autouse=True)
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(
+        agent, "SAVE_BACKOFF", Backoff(initial_s=0.01, max_s=0.01, deadline_s=1e9)
+    )
+
+
+async def until(condition: object, timeout_s: float = 5.0) -> None:
+    async def wait() -> None:
+        while not condition():  # type: ignore[operator]
+            await asyncio.sleep(0.001)
+
+    await asyncio.wait_for(wait(), timeout_s)
+
+
+async def test_a_revoke_while_windows_are_delivered_waits_for_the_delivery() -> None:
+    # The fault: revoking cleared the partitions while a tick iterated them
+    # across an await ("dictionary changed size during iteration").
+    table = FakeTable()
+    worker = aggregator(table)
+    worker.assign([0, 1, 2])
+    for partition in (0, 1, 2):
+        worker.partitions[partition].apply(
+            0, worker._codec.decode(events(0, range(1))[0].value)
+        )
+    table.gate = asyncio.Event()
+    tick = asyncio.create_task(worker.tick())
+    await until(lambda: table.attempts > 0)
+
+    revoke = asyncio.create_task(worker.revoke([0, 1, 2]))
+    await asyncio.sleep(0.01)
+    table.gate.set()
+    await asyncio.wait_for(asyncio.gather(tick, revoke), 5)
+
+    assert worker.partitions == {}
+
+
+async def test_a_save_that_fails_is_retried_before_the_batch_is_acknowledged() -> None:
+    table = FakeTable()
+    table.fail = lambda attempt, _partition: attempt <= 3
+    worker = aggregator(table)
+    worker.assign([0])
+    batch = events(0, range(5))
+
+    await agent.process(worker, batch)
+
+    assert consumer_acks(batch) == [(0, offset) for offset in range(5)]
+    assert worker.partitions[0].applied_offset == 4
+    assert table.log, "the state reached the changelog"
+    assert [r["requests"] for r in worker.output.sent] == [5]
+
+
+async def test_a_batch_revoked_while_its_save_fails_is_never_acknowledged() -> None:
+    table = FakeTable()
+    table.fail = lambda _attempt, partition: partition == 0
+    worker = aggregator(table)
+    worker.assign([0, 1])
+    batch = events(0, range(3)) + events(1, range(2))
+    task = asyncio.create_task(agent.process(worker, batch))
+    await until(lambda: table.attempts >= 3)
+
+    await worker.revoke([0])
+    await asyncio.wait_for(task, 5)
+
+    assert 0 not in worker.partitions
+    assert consumer_acks(batch) == [(1, 0), (1, 1)]
+
+
+async def test_records_of_a_partition_not_owned_are_not_acknowledged() -> None:
+    worker = aggregator()
+    worker.assign([1])
+    batch = events(0, range(2)) + events(1, range(2))
+
+    await agent.process(worker, batch)
+
+    assert consumer_acks(batch) == [(1, 0), (1, 1)]
+
+
+async def test_an_unexpected_error_leaves_the_whole_batch_unacknowledged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    worker = aggregator()
+    worker.assign([0])
+    batch = events(0, range(3))
+
+    def broken(*_args: object) -> int:
+        raise KeyError("end_unix_nano")
+
+    monkeypatch.setattr(worker.partitions[0], "apply", broken)
+    with pytest.raises(KeyError):
+        await agent.process(worker, batch)
+
+    assert consumer_acks(batch) == []
