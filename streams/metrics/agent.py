@@ -4,9 +4,9 @@ Faust's windowed tables are not used: they drop events later than their
 expiry and close windows per key without a way to emit corrections, and their
 per-key changelog cannot tie state to the input offsets applied, which exact
 counts after a crash need. Instead each partition of ``input_topic`` keeps one
-``PartitionWindows`` whose snapshot is the single value of table
-``metrics-windows`` under the partition number, written (and confirmed by
-Kafka) before the batch is acknowledged and before its records are sent.
+``PartitionWindows``, saved key by key in table ``metrics-windows`` (layout
+and crash safety in ``streams.metrics.state``): confirmed by Kafka before the
+batch is acknowledged and before its records are sent.
 
 A batch is acknowledged only once its partition's state is durable: a save
 is retried until Kafka confirms it, and a batch whose partition is revoked
@@ -28,7 +28,8 @@ from llmobs import topics
 from llmobs.errors import SchemaError
 from llmobs.retry import Backoff, ShutdownRequested, retry_async
 from streams.metrics.settings import MetricsSettings
-from streams.metrics.window import PartitionWindows
+from streams.metrics.state import SavedState, Write
+from streams.metrics.window import CORRECTION, PartitionWindows
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class Aggregator:
         self.input_topic = input_topic
         self.table = table
         self.output = output
-        self.partitions: dict[int, PartitionWindows] = {}
+        self.partitions: dict[int, SavedState] = {}
         # Set when a partition is revoked: its retries stop waiting.
         self._revoked: dict[int, asyncio.Event] = {}
         self.lock = asyncio.Lock()
@@ -83,12 +84,13 @@ class Aggregator:
                 self.partitions.pop(partition, None)
                 self._revoked.pop(partition, None)
 
-    def _restore(self, partition: int) -> PartitionWindows:
+    def _restore(self, partition: int) -> SavedState:
         source = f"{self.input_topic}[{partition}]"
-        state = PartitionWindows(source, self.settings.window_s, self.settings.grace_s)
-        saved = self.table.data.get(str(partition).encode())
-        if saved:
-            state.restore(saved)
+        windows = PartitionWindows(
+            source, self.settings.window_s, self.settings.grace_s
+        )
+        state = SavedState(partition, windows)
+        state.restore(self.table.data)
         self.partitions[partition] = state
         self._revoked[partition] = asyncio.Event()
         return state
@@ -101,7 +103,6 @@ class Aggregator:
         not be acknowledged.
         """
         async with self.lock:
-            touched: set[int] = set()
             skipped: set[int] = set()
             for partition, offset, value in records:
                 state = self.partitions.get(partition)
@@ -118,9 +119,8 @@ class Aggregator:
                         "%s[%d] %d: %s", self.input_topic, partition, offset, exc
                     )
                     continue
-                self.spans_counted += state.apply(offset, batch)
-                touched.add(partition)
-            abandoned = skipped | await self._close_and_deliver(touched)
+                self.spans_counted += state.windows.apply(offset, batch)
+            abandoned = skipped | await self._close_and_deliver()
         if abandoned:
             self.batches_abandoned += 1
             log.warning(
@@ -133,9 +133,9 @@ class Aggregator:
 
     async def tick(self) -> None:
         async with self.lock:
-            await self._close_and_deliver(set())
+            await self._close_and_deliver()
 
-    async def _close_and_deliver(self, touched: set[int]) -> set[int]:
+    async def _close_and_deliver(self) -> set[int]:
         """Save, send and forget each partition's outbox; the ones given up."""
         abandoned = set()
         # A copy: a partition may be revoked while this awaits.
@@ -147,48 +147,56 @@ class Aggregator:
                 abandoned.add(partition)
                 continue
             try:
-                await self._close_one(partition, state, partition in touched)
+                await self._close_one(partition, state)
             except ShutdownRequested:
                 abandoned.add(partition)
         return abandoned
 
-    async def _close_one(
-        self, partition: int, state: PartitionWindows, touched: bool
-    ) -> None:
-        if state.close() == 0 and not touched and not state.outbox:
-            return
+    async def _close_one(self, partition: int, state: SavedState) -> None:
+        windows = state.windows
+        windows.close()
 
         # Step 1: state with its outbox is durable before anything is sent.
-        await self._save(partition, state)
-        if not state.outbox:
-            return
+        await self._write(partition, state.changes())
+        await self._write(partition, state.commit())
+        state.committed()
 
         # Step 2: the records, re-sent unchanged after a crash; the sink
         # adds each identity once.
-        await self._retry(partition, "delivering metric windows", state.outbox)
-        self.records_emitted += len(state.outbox)
-        self.corrections_emitted += sum(
-            1 for r in state.outbox if r["kind"] == "correction"
-        )
-        state.outbox = []
+        if windows.outbox:
+            records = list(windows.outbox)
+            await self._send(partition, records)
+            state.sent(records)
+            self.records_emitted += len(records)
+            self.corrections_emitted += sum(
+                1 for r in records if r["kind"] == CORRECTION
+            )
 
-        # Step 3: forget the outbox.
-        await self._save(partition, state)
+        # Step 3: forget what was delivered.
+        await self._write(partition, state.cleanup())
+        state.cleaned()
 
-    async def _save(self, partition: int, state: PartitionWindows) -> None:
-        key = str(partition).encode()
-        value = state.snapshot()
+    async def _write(self, partition: int, writes: list[Write]) -> None:
+        if not writes:
+            return
 
         async def send() -> None:
-            await self.table.send_changelog(partition, key, value, *RAW)
+            await asyncio.gather(
+                *(
+                    self.table.send_changelog(partition, w.key, w.value, *RAW)
+                    for w in writes
+                )
+            )
 
         await self._retry_call(partition, "saving metric windows", send)
-        # Only a confirmed value may be read back as this partition's state.
-        self.table.data[key] = value
+        # Only confirmed values may be read back as this partition's state.
+        for w in writes:
+            if w.value is None:
+                self.table.data.pop(w.key, None)
+            else:
+                self.table.data[w.key] = w.value
 
-    async def _retry(
-        self, partition: int, what: str, records: list[dict[str, Any]]
-    ) -> None:
+    async def _send(self, partition: int, records: list[dict[str, Any]]) -> None:
         async def send() -> None:
             futures = [
                 await self.output.send(
@@ -199,7 +207,7 @@ class Aggregator:
             ]
             await asyncio.gather(*futures)
 
-        await self._retry_call(partition, what, send)
+        await self._retry_call(partition, "delivering metric windows", send)
 
     async def _retry_call(
         self, partition: int, what: str, call: Callable[[], Awaitable[None]]
@@ -225,7 +233,7 @@ class Aggregator:
             f"llmobs_metrics_batches_abandoned_total {self.batches_abandoned}\n"
             "# TYPE llmobs_metrics_open_windows gauge\n"
             "llmobs_metrics_open_windows "
-            f"{sum(len(s.open) for s in self.partitions.values())}\n"
+            f"{sum(len(s.windows.open) for s in self.partitions.values())}\n"
         )
 
 

@@ -6,15 +6,14 @@ not. A span belongs to the window of its end time: a request is counted in
 the minute it completed and incurred its cost.
 
 A window closes once its end plus the grace period is behind the wall
-clock. Spans
-that arrive for a closed window are gathered as a correction and emitted at
-the next close; the sink adds corrections to what it already holds.
+clock. Spans that arrive for a closed window are gathered as a correction and
+emitted at the next close; the sink adds corrections to what it already holds.
 
-Exactness rests on the snapshot: the partition's open windows, pending
-corrections, undelivered records (the outbox) and the last input offset
-applied travel as one value, so after a restart replayed input at or below
-that offset is skipped and emitted records are re-sent unchanged, with the
-same identity (source, window, key, first offset).
+Exactness rests on the saved state (``streams.metrics.state``): after a
+restart, replayed input at or below the last applied offset is skipped, and
+a slot counts a replayed record only past the last offset it already holds;
+emitted records are re-sent unchanged, with the same identity (source,
+window, key, first offset).
 """
 
 from __future__ import annotations
@@ -38,7 +37,6 @@ MODEL_OPERATIONS = frozenset(
 WINDOW = "window"
 CORRECTION = "correction"
 NS_PER_MS = 1_000_000
-SNAPSHOT_VERSION = 1
 # How a record's identity is derived (MetricWindow.identity_scheme): 1 joins
 # the parts with "|", which keys holding "|" can forge, and is kept only for
 # records emitted before scheme 2, so that sinks still recognise them.
@@ -193,7 +191,13 @@ Slot = tuple[int, MetricKey]
 
 
 class PartitionWindows:
-    """Open windows, corrections and outbox of one input partition."""
+    """Open windows, corrections and outbox of one input partition.
+
+    Besides the counts it tracks what a save must write (``dirty`` slots,
+    ``unsaved`` outbox records) and, after a restore, up to which input
+    offset each slot is already counted, so that replayed input adds only
+    what the saved state lacks.
+    """
 
     def __init__(self, source: str, window_s: int, grace_s: float) -> None:
         self.source = source
@@ -205,6 +209,12 @@ class PartitionWindows:
         self.open: dict[Slot, Bucket] = {}
         self.corrections: dict[Slot, Bucket] = {}
         self.outbox: list[dict[str, Any]] = []
+        # Slots whose saved bucket differs from the one held here.
+        self.dirty: set[Slot] = set()
+        # Outbox records not saved yet.
+        self.unsaved: list[dict[str, Any]] = []
+        # Slot -> last input offset counted in an outbox record of the slot.
+        self.counted_upto: dict[Slot, int] = {}
 
     def apply(self, offset: int, batch: dict[str, Any]) -> int:
         """Count a SpanBatch read at ``offset``; returns the requests counted."""
@@ -213,19 +223,37 @@ class PartitionWindows:
         self.applied_offset = offset
         received_ns = batch.get("received_unix_nano") or 0
         counted = 0
+        # One decision per slot and record: a restored bucket may already
+        # hold this record, and then holds all of its spans.
+        targets: dict[Slot, Bucket | None] = {}
         for span in batch.get("spans") or ():
             key = request_key(batch, span)
             if key is None:
                 continue
             end_ms = span["end_unix_nano"] // NS_PER_MS
-            start_ms = end_ms - end_ms % self.window_ms
-            slots = self.open if start_ms >= self.closed_before_ms else self.corrections
-            bucket = slots.get((start_ms, key))
+            slot = (end_ms - end_ms % self.window_ms, key)
+            if slot not in targets:
+                targets[slot] = self._bucket_for(slot, offset)
+            bucket = targets[slot]
             if bucket is None:
-                bucket = slots[(start_ms, key)] = Bucket(offset)
+                continue
             bucket.add(span, offset, received_ns)
             counted += 1
         return counted
+
+    def _bucket_for(self, slot: Slot, offset: int) -> Bucket | None:
+        """The bucket that counts ``offset`` in ``slot``; None if counted."""
+        bucket = self.open.get(slot) or self.corrections.get(slot)
+        if bucket is not None:
+            if offset <= bucket.last_offset:
+                return None
+        elif offset <= self.counted_upto.get(slot, -1):
+            return None
+        else:
+            slots = self.open if slot[0] >= self.closed_before_ms else self.corrections
+            bucket = slots[slot] = Bucket(offset)
+        self.dirty.add(slot)
+        return bucket
 
     def close(self, now_ms: int | None = None) -> int:
         """Move closed windows and all corrections to the outbox; how many."""
@@ -250,46 +278,66 @@ class PartitionWindows:
         record = bucket.to_record(key, start_ms, self.window_s, self.source, kind)
         record["emitted_unix_ms"] = int(time.time() * 1000)
         self.outbox.append(record)
+        self.unsaved.append(record)
+        self.dirty.add(slot)
+        # A restored bucket may hold input past the applied offset, which
+        # is replayed after it closes.
+        upto = max(self.counted_upto.get(slot, -1), bucket.last_offset)
+        self.counted_upto[slot] = upto
 
-    def snapshot(self) -> bytes:
-        """The whole state as one value, for the changelog."""
-        return orjson.dumps(
-            {
-                "v": SNAPSHOT_VERSION,
-                "applied_offset": self.applied_offset,
-                "closed_before_ms": self.closed_before_ms,
-                "open": [self._slot_record(s, b) for s, b in self.open.items()],
-                "corrections": [
-                    self._slot_record(s, b) for s, b in self.corrections.items()
-                ],
-                "outbox": self.outbox,
-            },
-            default=str,
-        )
+    def bucket(self, slot: Slot) -> tuple[Bucket, str] | None:
+        """The bucket held for ``slot`` and its kind, if any."""
+        if slot in self.open:
+            return self.open[slot], WINDOW
+        if slot in self.corrections:
+            return self.corrections[slot], CORRECTION
+        return None
 
-    def _slot_record(self, slot: Slot, bucket: Bucket) -> dict[str, Any]:
-        return bucket.to_record(slot[1], slot[0], self.window_s, self.source, WINDOW)
+    def bucket_record(self, slot: Slot) -> dict[str, Any] | None:
+        """The held bucket of ``slot`` as a record, to be saved; None if none."""
+        held = self.bucket(slot)
+        if held is None:
+            return None
+        bucket, kind = held
+        return bucket.to_record(slot[1], slot[0], self.window_s, self.source, kind)
 
-    def restore(self, data: bytes) -> None:
-        state = orjson.loads(data)
-        self.applied_offset = state["applied_offset"]
-        self.closed_before_ms = state["closed_before_ms"]
-        self.open = dict(_slots(state["open"]))
-        self.corrections = dict(_slots(state["corrections"]))
-        self.outbox = [_with_decimal(record) for record in state["outbox"]]
+    def hold(self, record: dict[str, Any]) -> Slot:
+        """Hold a saved bucket record again (restore); returns its slot."""
+        slot = slot_of(record)
+        self.open.pop(slot, None)
+        self.corrections.pop(slot, None)
+        slots = self.corrections if record["kind"] == CORRECTION else self.open
+        slots[slot] = Bucket.from_record(record)
+        return slot
+
+    def settle(self, record: dict[str, Any]) -> None:
+        """Restore an outbox record: whatever its slot holds up to the
+        record's last offset is counted, and a bucket it was closed from is
+        gone."""
+        slot = slot_of(record)
+        held = self.bucket(slot)
+        if held is not None and held[0].first_offset == record["first_offset"]:
+            self.open.pop(slot, None)
+            self.corrections.pop(slot, None)
+            self.dirty.add(slot)
+        last = max(self.counted_upto.get(slot, -1), record["last_offset"])
+        self.counted_upto[slot] = last
+        self.outbox.append(record)
+
+    def forget_counted(self, applied_offset: int) -> None:
+        """Drop offsets a replay can no longer reach (saved ``applied_offset``)."""
+        self.counted_upto = {
+            s: o for s, o in self.counted_upto.items() if o > applied_offset
+        }
 
 
-def _slots(records: list[dict[str, Any]]) -> list[tuple[Slot, Bucket]]:
-    return [
-        (
-            (r["window_start_ms"], MetricKey(*(r[f] for f in _KEY_FIELDS))),
-            Bucket.from_record(r),
-        )
-        for r in records
-    ]
+def slot_of(record: dict[str, Any]) -> Slot:
+    """The (window start, key) of a MetricWindow record."""
+    return (record["window_start_ms"], MetricKey(*(record[f] for f in _KEY_FIELDS)))
 
 
-def _with_decimal(record: dict[str, Any]) -> dict[str, Any]:
+def record_with_decimal(record: dict[str, Any]) -> dict[str, Any]:
+    """A record read back from JSON, its cost a Decimal again."""
     record["cost"] = Decimal(record["cost"])
     # Records saved before identity schemes existed were emitted as scheme 1.
     record.setdefault("identity_scheme", IDENTITY_JOINED)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,7 +11,10 @@ from typing import Any
 import schemas
 from streams.metrics.agent import Aggregator
 from streams.metrics.settings import MetricsSettings
-from tests.sinks.spanbatches import new_trace_id, span, span_batch
+from tests.streams.metrics.spans import batch, span
+
+# 2025-01-15T10:00:00Z: its windows are long closed by the wall clock.
+BASE_NS = 1_736_935_200_000_000_000
 
 
 class SendFailed(Exception):
@@ -71,7 +75,7 @@ class FakeMessage:
 @dataclass
 class FakeEvent:
     message: FakeMessage
-    value: bytes
+    value: Any
 
     @property
     def headers(self) -> dict[str, bytes]:
@@ -80,16 +84,18 @@ class FakeEvent:
 
 def events(partition: int, offsets: range, tenant: str = "acme") -> list[FakeEvent]:
     """Events of llm.spans, each one SpanBatch with a model request."""
-    codec = schemas.codec(schemas.SPAN_BATCH)
+    rng = random.Random(partition)
     return [
-        FakeEvent(
-            FakeMessage(partition, offset),
-            codec.encode(
-                span_batch(new_trace_id(), [span(f"{offset:016x}")], tenant=tenant)
-            ),
-        )
+        FakeEvent(FakeMessage(partition, offset), batch(tenant, [span(rng, BASE_NS)]))
         for offset in offsets
     ]
+
+
+class Decoded:
+    """The SpanBatch codec for events whose value is already a record."""
+
+    def decode(self, value: Any) -> Any:
+        return value
 
 
 def consumer_acks(batch: list[FakeEvent]) -> list[tuple[int, int]]:
@@ -104,4 +110,6 @@ def consumer_acks(batch: list[FakeEvent]) -> list[tuple[int, int]]:
 
 def aggregator(table: FakeTable | None = None) -> Aggregator:
     settings = MetricsSettings(window_s=60, grace_s=0.0)
-    return Aggregator(settings, "llm.spans", table or FakeTable(), FakeOutput())
+    worker = Aggregator(settings, "llm.spans", table or FakeTable(), FakeOutput())
+    worker._codec = Decoded()  # type: ignore[assignment]
+    return worker
