@@ -9,11 +9,14 @@ or month ``2025-01``):
 - ``<p>:usage:<period>:model:*:<provider>/<model>`` hash: all tenants
 - ``<p>:cost_by_model:<period>:<tenant>`` sorted set: model -> cost
 - ``<p>:applied:<record identity>``: marker that the record was counted
-- ``<p>:alert:<budget>:<period>:<threshold>``: the alert sent for a crossing
+- ``<p>:alert:<budget>:<period>:<threshold>``: ``pending`` while the alert of
+  a crossing is being sent, ``sent`` once Kafka confirmed it
 
 A record is counted at most once: a Lua script sets its marker with NX and
-increments only when the marker is new. An alert goes out at most once per
-budget, period and threshold, guarded the same way.
+increments only when the marker is new. An alert is claimed as pending before
+it is produced and marked sent after Kafka confirms it; a pending alert found
+again (its sender died in between) is sent again, with the same ``alert_id``,
+so it goes out at least once and consumers drop repeats by that id.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ log = logging.getLogger(__name__)
 
 PERIODS = ("day", "month")
 METRICS = ("cost", "tokens", "requests")
+PENDING = b"pending"
+SENT = b"sent"
 
 COUNT_ONCE = """
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
@@ -191,26 +196,31 @@ class LiveCounters:
                 alerts.append(_alert(budget, period_id, threshold, used))
         return alerts
 
-    async def claim(self, alert: dict[str, Any]) -> bool:
-        """True for the first claim of this budget, period and threshold."""
-        key = (
-            f"{self.prefix}:alert:{alert['budget']}:{alert['period_id']}:"
-            f"{alert['threshold']}"
-        )
-        return bool(await self.redis.set(key, alert["used"], nx=True, ex=self.ttl_s))
+    async def due(self, alert: dict[str, Any]) -> bool:
+        """True when ``alert`` is to be produced: claimed now, or left pending."""
+        key = self._alert_key(alert)
+        if await self.redis.set(key, PENDING, nx=True, ex=self.ttl_s):
+            return True
+        # Any other value (older versions stored the usage) means sent.
+        return bool(await self.redis.get(key) == PENDING)
 
-    async def unclaim(self, alert: dict[str, Any]) -> None:
-        key = (
+    async def sent(self, alert: dict[str, Any]) -> None:
+        """Kafka confirmed ``alert``: never produce it again."""
+        await self.redis.set(self._alert_key(alert), SENT, ex=self.ttl_s)
+
+    def _alert_key(self, alert: dict[str, Any]) -> str:
+        return (
             f"{self.prefix}:alert:{alert['budget']}:{alert['period_id']}:"
             f"{alert['threshold']}"
         )
-        await self.redis.delete(key)
 
 
 def _alert(
     budget: Budget, period_id: str, threshold: float, used: float
 ) -> dict[str, Any]:
     return {
+        # The same for every send of this crossing: consumers drop repeats.
+        "alert_id": f"{budget.name}/{period_id}/{threshold}",
         "budget": budget.name,
         "tenant": budget.tenant,
         "model": budget.model,

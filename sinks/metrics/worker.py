@@ -110,8 +110,8 @@ class MetricsHandler(WriteThrough):
             raise RetriableStageError(f"database unavailable: {exc}") from exc
 
     async def _alert(self, alerts: list[dict[str, Any]]) -> None:
-        claimed = [a for a in alerts if await self.live.claim(a)]
-        if not claimed:
+        due = [a for a in alerts if await self.live.due(a)]
+        if not due:
             return
         errors: list[KafkaError] = []
 
@@ -119,11 +119,12 @@ class MetricsHandler(WriteThrough):
             if error is not None:
                 errors.append(error)
 
-        for alert in claimed:
-            key = (alert["tenant"] or alert["model"] or "").encode()
+        # Step 1: produced while claimed as pending; a crash from here on
+        # leaves them pending, and the replayed batch sends them again.
+        for alert in due:
             self.producer.produce(
                 self.alerts_topic,
-                key=key,
+                key=alert["alert_id"].encode(),
                 value=orjson.dumps(alert),
                 on_delivery=delivered,
             )
@@ -138,11 +139,12 @@ class MetricsHandler(WriteThrough):
             )
         remaining = await asyncio.to_thread(self.producer.flush, ALERT_FLUSH_TIMEOUT_S)
         if remaining or errors:
-            # Unclaimed, the crossing is found again when the batch is replayed.
-            for alert in claimed:
-                await self.live.unclaim(alert)
             raise StageError(f"alerts not confirmed by {self.alerts_topic}: {errors}")
-        self.alerts_sent += len(claimed)
+
+        # Step 2: confirmed by Kafka, so never sent again.
+        for alert in due:
+            await self.live.sent(alert)
+        self.alerts_sent += len(due)
 
 
 class MetricsSink:

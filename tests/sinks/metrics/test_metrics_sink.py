@@ -259,3 +259,56 @@ async def test_keys_that_join_alike_with_a_bar_are_both_stored(
     finally:
         await conn.close()
     assert sorted(tuple(r) for r in rows) == [("a", "b|c", 1), ("a|b", "c", 1)]
+
+
+class Killed(BaseException):
+    """The process dies (SIGKILL) while the producer is flushing."""
+
+
+class DyingProducer:
+    def produce(self, *_args: Any, **_kwargs: Any) -> None:
+        return None
+
+    def flush(self, _timeout_s: float) -> int:
+        raise Killed
+
+
+class RecordingProducer:
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, dict[str, Any]]] = []
+
+    def produce(self, _topic: str, key: bytes, value: bytes, **_: Any) -> None:
+        self.sent.append((key, orjson.loads(value)))
+
+    def flush(self, _timeout_s: float) -> int:
+        return 0
+
+
+async def test_an_alert_claimed_by_a_killed_sink_is_sent_on_replay() -> None:
+    from sinks.metrics.live import Budget, LiveCounters
+    from sinks.metrics.worker import MetricsHandler
+    from streams.metrics.window import identity
+
+    client = aioredis.Redis.from_url("redis://127.0.0.1:6379/0")
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    budget = Budget(f"{tenant}-daily", "day", 1e-12, tenant=tenant)
+    live = LiveCounters(client, f"test-{uuid.uuid4().hex[:8]}", 60, [budget])
+    records, _ = windows_of(tenant, random.Random(14))
+    try:
+        await live.count(records, [identity(r) for r in records])
+
+        # Killed between the claim and Kafka's confirmation.
+        dying = MetricsHandler(None, live, DyingProducer(), "alerts")  # type: ignore[arg-type]
+        with pytest.raises(Killed):
+            await dying._alert(await live.crossings(records))
+
+        # The restarted sink replays the batch: the crossing goes out.
+        producer = RecordingProducer()
+        again = MetricsHandler(None, live, producer, "alerts")  # type: ignore[arg-type]
+        await again._alert(await live.crossings(records))
+        await again._alert(await live.crossings(records))
+    finally:
+        await client.aclose()
+    ((key, alert),) = producer.sent
+    assert key == alert["alert_id"].encode()
+    assert alert["alert_id"] == f"{tenant}-daily/2025-06-15/1.0"
