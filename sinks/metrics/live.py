@@ -3,128 +3,143 @@
 Keys (``<p>`` is the ``redis_prefix``, ``<period>`` a UTC day ``2025-01-31``
 or month ``2025-01``):
 
-- ``<p>:usage:<period>:tenant:<tenant>`` hash: cost, requests, input_tokens,
-  output_tokens, tokens (input + output)
+- ``<p>:usage:<period>:tenant:<tenant>`` hash: requests, input_tokens,
+  output_tokens, tokens (input + output), and per currency ``cost_usd_nano``
+  (integer nano-units, what budgets compare) with ``cost_usd`` (the same
+  amount as an exact decimal string, for reading)
 - ``<p>:usage:<period>:model:<tenant>:<provider>/<model>`` hash: same fields
 - ``<p>:usage:<period>:model:*:<provider>/<model>`` hash: all tenants
-- ``<p>:cost_by_model:<period>:<tenant>`` sorted set: model -> cost
+- ``<p>:cost_nano_by_model:<period>:<tenant>:<currency>`` sorted set:
+  ``<provider>/<model>`` -> cost in nano-units (a sorted set's score is a
+  double: exact up to 2**53 nano-units, about nine million)
 - ``<p>:applied:<record identity>``: marker that the record was counted
 - ``<p>:alert:<budget>:<period>:<threshold>``: ``pending`` while the alert of
   a crossing is being sent, ``sent`` once Kafka confirmed it
 
-A record is counted at most once: a Lua script sets its marker with NX and
-increments only when the marker is new. An alert is claimed as pending before
-it is produced and marked sent after Kafka confirms it; a pending alert found
-again (its sender died in between) is sent again, with the same ``alert_id``,
-so it goes out at least once and consumers drop repeats by that id.
+A record is counted at most once and never in part: a Lua script checks the
+marker and every increment first (types, integers, no overflow), refuses the
+record before any write when one would fail, and sets the marker last. An
+alert is claimed as pending before it is produced and marked sent after Kafka
+confirms it; a pending alert found again (its sender died in between) is sent
+again, with the same ``alert_id``, so it goes out at least once and consumers
+drop repeats by that id.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass
-from pathlib import Path
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
-import yaml
-
-from llmobs.errors import ConfigError
+from sinks.metrics.budgets import DEFAULT_CURRENCY, Budget, alert
 
 log = logging.getLogger(__name__)
 
-PERIODS = ("day", "month")
-METRICS = ("cost", "tokens", "requests")
 PENDING = b"pending"
 SENT = b"sent"
+NANO = Decimal(10) ** 9
+# HINCRBY's range; a count past it is not a count.
+INT64_MAX = 2**63 - 1
 
+# KEYS: the marker, the usage hashes, then the two sorted sets.
+# ARGV: ttl_s, cost nano-units, requests, input tokens, output tokens,
+# sorted-set member, tokens, cost nano field, cost decimal field,
+# "1" when the currency may take over a float "cost" field.
 COUNT_ONCE = """
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local nano_field, decimal_field = ARGV[8], ARGV[9]
+local adds = {
+  {'requests', ARGV[3]}, {'input_tokens', ARGV[4]},
+  {'output_tokens', ARGV[5]}, {'tokens', ARGV[7]}, {nano_field, ARGV[2]}
+}
+-- Older versions kept a float 'cost'; its nano-units seed the new field.
+local function seed(key)
+  if ARGV[10] ~= '1' or redis.call('HEXISTS', key, nano_field) == 1 then
+    return nil
+  end
+  local old = tonumber(redis.call('HGET', key, 'cost') or '')
+  if old == nil then return nil end
+  return string.format('%.0f', math.floor(old * 1e9 + 0.5))
+end
+
+-- Every check before the first write: Redis does not roll a script back.
+for i = 2, #KEYS do
+  local kind = redis.call('TYPE', KEYS[i]).ok
+  local want = (i > #KEYS - 2) and 'zset' or 'hash'
+  if kind ~= want and kind ~= 'none' then
+    return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' is a ' .. kind)
+  end
+end
 for i = 2, #KEYS - 2 do
-  redis.call('HINCRBYFLOAT', KEYS[i], 'cost', ARGV[2])
-  redis.call('HINCRBY', KEYS[i], 'requests', ARGV[3])
-  redis.call('HINCRBY', KEYS[i], 'input_tokens', ARGV[4])
-  redis.call('HINCRBY', KEYS[i], 'output_tokens', ARGV[5])
-  redis.call('HINCRBY', KEYS[i], 'tokens', ARGV[7])
-  redis.call('EXPIRE', KEYS[i], ARGV[1])
+  for _, add in ipairs(adds) do
+    local value = redis.call('HGET', KEYS[i], add[1])
+    if add[1] == nano_field then value = value or seed(KEYS[i]) end
+    if value and not string.match(value, '^%-?%d+$') then
+      return redis.error_reply('not an integer: ' .. KEYS[i] .. ' ' .. add[1])
+    end
+    -- Doubles: refuse a little before the true limit rather than after.
+    if tonumber(value or '0') + tonumber(add[2]) > 9.2e18 then
+      return redis.error_reply('would overflow: ' .. KEYS[i] .. ' ' .. add[1])
+    end
+  end
+end
+
+local function decimal(digits)
+  if #digits < 10 then digits = string.rep('0', 10 - #digits) .. digits end
+  return string.sub(digits, 1, -10) .. '.' .. string.sub(digits, -9)
+end
+for i = 2, #KEYS - 2 do
+  local key = KEYS[i]
+  local seeded = seed(key)
+  if seeded then
+    redis.call('HSET', key, nano_field, seeded)
+    redis.call('HDEL', key, 'cost')
+  end
+  for _, add in ipairs(adds) do redis.call('HINCRBY', key, add[1], add[2]) end
+  redis.call('HSET', key, decimal_field, decimal(redis.call('HGET', key, nano_field)))
+  redis.call('EXPIRE', key, ARGV[1])
 end
 for i = #KEYS - 1, #KEYS do
   redis.call('ZINCRBY', KEYS[i], ARGV[2], ARGV[6])
   redis.call('EXPIRE', KEYS[i], ARGV[1])
 end
+redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
 return 1
 """
-
-
-@dataclass(frozen=True)
-class Budget:
-    """A limit on cost, tokens or requests of a tenant and/or model per period."""
-
-    name: str
-    period: str
-    limit: float
-    tenant: str | None = None
-    model: str | None = None
-    metric: str = "cost"
-    thresholds: tuple[float, ...] = (1.0,)
-
-    def usage_key(self, prefix: str, period_id: str) -> str:
-        if self.model is None:
-            return f"{prefix}:usage:{period_id}:tenant:{self.tenant}"
-        return f"{prefix}:usage:{period_id}:model:{self.tenant or '*'}:{self.model}"
-
-    def matches(self, record: dict[str, Any]) -> bool:
-        if self.tenant is not None and record["tenant"] != self.tenant:
-            return False
-        return self.model is None or model_name(record) == self.model
 
 
 def model_name(record: dict[str, Any]) -> str:
     return f"{record['provider']}/{record['model']}"
 
 
-def load_budgets(path: str | None) -> list[Budget]:
-    """Budget rules from YAML (a ``budgets:`` list); errors name the rule."""
-    if not path:
-        return []
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"setting budgets_file: cannot read {path}: {exc}") from exc
-    budgets = []
-    for index, rule in enumerate(data.get("budgets") or []):
-        where = f"budgets_file {path}: budget {index}"
-        if not isinstance(rule, dict):
-            raise ConfigError(f"{where}: expected a mapping")
-        try:
-            budget = Budget(
-                name=str(rule["name"]),
-                period=str(rule.get("period", "day")),
-                limit=float(rule["limit"]),
-                tenant=rule.get("tenant"),
-                model=rule.get("model"),
-                metric=str(rule.get("metric", "cost")),
-                thresholds=tuple(float(t) for t in rule.get("thresholds", [1.0])),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ConfigError(f"{where}: {type(exc).__name__}: {exc}") from exc
-        if budget.period not in PERIODS:
-            raise ConfigError(f"{where}: period must be one of {PERIODS}")
-        if budget.metric not in METRICS:
-            raise ConfigError(f"{where}: metric must be one of {METRICS}")
-        if budget.tenant is None and budget.model is None:
-            raise ConfigError(f"{where}: give a tenant, a model or both")
-        if budget.limit <= 0 or not budget.thresholds:
-            raise ConfigError(f"{where}: limit and thresholds must be positive")
-        budgets.append(budget)
-    if len({b.name for b in budgets}) != len(budgets):
-        raise ConfigError(f"budgets_file {path}: budget names must be unique")
-    return budgets
+def nano_units(amount: Decimal) -> int:
+    """``amount`` in integer nano-units, rounded half to even."""
+    return int((amount * NANO).to_integral_value(ROUND_HALF_EVEN))
+
+
+def cost_fields(currency: str) -> tuple[str, str]:
+    """The hash fields of a currency's cost: nano-units, exact decimal."""
+    name = f"cost_{currency.lower()}"
+    return f"{name}_nano", name
 
 
 def period_ids(record: dict[str, Any]) -> dict[str, str]:
     moment = dt.datetime.fromtimestamp(record["window_start_ms"] / 1000, dt.UTC)
     return {"day": f"{moment:%Y-%m-%d}", "month": f"{moment:%Y-%m}"}
+
+
+def refusal(record: dict[str, Any]) -> str | None:
+    """Why Redis could not add ``record``'s counts, or None."""
+    counts = {
+        name: record[name] for name in ("requests", "input_tokens", "output_tokens")
+    }
+    counts["tokens"] = counts["input_tokens"] + counts["output_tokens"]
+    counts["cost"] = nano_units(record["cost"])
+    for name, value in counts.items():
+        if not 0 <= value <= INT64_MAX:
+            return f"{name} {value} out of range"
+    return None
 
 
 class LiveCounters:
@@ -139,46 +154,65 @@ class LiveCounters:
         self.budgets = budgets
         self._count = redis.register_script(COUNT_ONCE)
 
+    def usage_key(self, period_id: str, tenant: str | None, model: str | None) -> str:
+        """The usage hash of a tenant, a tenant's model, or a model (all tenants)."""
+        p = self.prefix
+        if model is None:
+            return f"{p}:usage:{period_id}:tenant:{tenant}"
+        return (
+            f"{p}:usage:{period_id}:model:{'*' if tenant is None else tenant}:{model}"
+        )
+
     async def count(self, records: list[dict[str, Any]], ids: list[str]) -> int:
         """Add each record once; returns how many were new to Redis."""
         p = self.prefix
+        sent = []
         async with self.redis.pipeline(transaction=False) as pipe:
             for record, record_id in zip(records, ids, strict=True):
+                why = refusal(record)
+                if why is not None:
+                    log.warning("live counters skipped %s: %s", record_id, why)
+                    continue
+                tenant = record["tenant"]
                 model = model_name(record)
+                currency = record.get("currency") or DEFAULT_CURRENCY
                 keys = [f"{p}:applied:{record_id}"]
                 zsets = []
                 for period_id in period_ids(record).values():
                     keys += [
-                        f"{p}:usage:{period_id}:tenant:{record['tenant']}",
-                        f"{p}:usage:{period_id}:model:{record['tenant']}:{model}",
-                        f"{p}:usage:{period_id}:model:*:{model}",
+                        self.usage_key(period_id, tenant, None),
+                        self.usage_key(period_id, tenant, model),
+                        self.usage_key(period_id, None, model),
                     ]
-                    zsets.append(f"{p}:cost_by_model:{period_id}:{record['tenant']}")
+                    zsets.append(
+                        f"{p}:cost_nano_by_model:{period_id}:{tenant}:{currency}"
+                    )
                 args = [
                     self.ttl_s,
-                    str(record["cost"]),
+                    nano_units(record["cost"]),
                     record["requests"],
                     record["input_tokens"],
                     record["output_tokens"],
                     model,
                     record["input_tokens"] + record["output_tokens"],
+                    *cost_fields(currency),
+                    "1" if currency == DEFAULT_CURRENCY else "0",
                 ]
                 await self._count(keys=keys + zsets, args=args, client=pipe)
+                sent.append(record_id)
             results = await pipe.execute(raise_on_error=False)
         counted = 0
-        for record_id, result in zip(ids, results, strict=True):
+        for record_id, result in zip(sent, results, strict=True):
             if isinstance(result, Exception):
-                # PostgreSQL already holds the record; the live view of one
-                # record must not stop the sink.
-                log.warning(
-                    "live counters skipped %s: %s", record_id, type(result).__name__
-                )
+                # Refused before any write: PostgreSQL holds the record, and
+                # the live view of one record must not stop the sink.
+                log.warning("live counters skipped %s: %s", record_id, result)
                 continue
             counted += int(result)
         return counted
 
     async def crossings(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Alerts for thresholds newly crossed by the budgets these records touch."""
+        """Alerts for the thresholds reached by the budgets these records touch."""
         touched: set[tuple[Budget, str]] = set()
         for record in records:
             periods = period_ids(record)
@@ -188,13 +222,19 @@ class LiveCounters:
 
         alerts = []
         for budget, period_id in sorted(touched, key=lambda t: (t[0].name, t[1])):
-            key = budget.usage_key(self.prefix, period_id)
-            used = float(await self.redis.hget(key, budget.metric) or 0)
+            used = await self._used(budget, period_id)
             for threshold in sorted(budget.thresholds):
-                if used < threshold * budget.limit:
+                if not budget.reached(used, threshold):
                     break
-                alerts.append(_alert(budget, period_id, threshold, used))
+                alerts.append(alert(budget, period_id, threshold, used))
         return alerts
+
+    async def _used(self, budget: Budget, period_id: str) -> Decimal:
+        key = self.usage_key(period_id, budget.tenant, budget.model)
+        if budget.metric != "cost":
+            return Decimal(int(await self.redis.hget(key, budget.metric) or 0))
+        nano_field, _ = cost_fields(budget.currency)
+        return Decimal(int(await self.redis.hget(key, nano_field) or 0)) / NANO
 
     async def due(self, alert: dict[str, Any]) -> bool:
         """True when ``alert`` is to be produced: claimed now, or left pending."""
@@ -213,21 +253,3 @@ class LiveCounters:
             f"{self.prefix}:alert:{alert['budget']}:{alert['period_id']}:"
             f"{alert['threshold']}"
         )
-
-
-def _alert(
-    budget: Budget, period_id: str, threshold: float, used: float
-) -> dict[str, Any]:
-    return {
-        # The same for every send of this crossing: consumers drop repeats.
-        "alert_id": f"{budget.name}/{period_id}/{threshold}",
-        "budget": budget.name,
-        "tenant": budget.tenant,
-        "model": budget.model,
-        "metric": budget.metric,
-        "period": budget.period,
-        "period_id": period_id,
-        "threshold": threshold,
-        "limit": budget.limit,
-        "used": used,
-    }

@@ -26,7 +26,8 @@ from llmobs.settings import describe
 from sinks import schema
 from sinks.consumer import BatchConsumer, Item, LoopSettings
 from sinks.handlers import WriteThrough
-from sinks.metrics.live import LiveCounters, load_budgets
+from sinks.metrics.budgets import load_budgets
+from sinks.metrics.live import LiveCounters
 from sinks.metrics.settings import MetricsSinkSettings
 from sinks.metrics.store import MetricsStore
 from sinks.settings import masked_url
@@ -129,7 +130,7 @@ class MetricsHandler(WriteThrough):
                 on_delivery=delivered,
             )
             log.warning(
-                "budget %s: %s %.4f reached %.0f%% of %s for %s",
+                "budget %s: %s %s reached %.0f%% of %s for %s",
                 alert["budget"],
                 alert["metric"],
                 alert["used"],

@@ -18,6 +18,7 @@ from confluent_kafka import Consumer, Producer
 
 import schemas
 from llmobs.kafka import producer_config
+from sinks.metrics.live import LiveCounters, nano_units
 from sinks.metrics.settings import MetricsSinkSettings
 from sinks.metrics.worker import MetricsSink
 from streams.metrics.sketch import RELATIVE_ACCURACY, Sketch, exact_quantile
@@ -164,10 +165,11 @@ async def test_windows_add_up_once_across_partitions_corrections_and_replays(
             f"{settings.redis_prefix}:usage:{day}:tenant:{tenant}"
         )
         assert int(live[b"requests"]) == len(batches) * 3
-        want_cost = sum(
-            (r["cost"] for r in truth(batches, WINDOW_S).values()), Decimal(0)
-        )
-        assert abs(float(live[b"cost"]) - float(want_cost)) < 1e-9
+        # Each record's cost rounded to the nano-unit, then summed exactly.
+        want_nano = sum(nano_units(r["cost"]) for r in records)
+        assert int(live[b"cost_usd_nano"]) == want_nano
+        assert Decimal(live[b"cost_usd"].decode()) == Decimal(want_nano) / 10**9
+        assert b"cost" not in live
     finally:
         await client.aclose()
 
@@ -213,8 +215,6 @@ async def test_budget_crossing_alerts_once_per_threshold(
 
 
 async def test_a_record_redis_refuses_is_skipped_not_fatal() -> None:
-    from sinks.metrics.live import LiveCounters
-
     client = aioredis.Redis.from_url("redis://127.0.0.1:6379/0")
     prefix = f"test-{uuid.uuid4().hex[:8]}"
     live = LiveCounters(client, prefix, 60, [])
@@ -285,13 +285,13 @@ class RecordingProducer:
 
 
 async def test_an_alert_claimed_by_a_killed_sink_is_sent_on_replay() -> None:
-    from sinks.metrics.live import Budget, LiveCounters
+    from sinks.metrics.budgets import Budget
     from sinks.metrics.worker import MetricsHandler
     from streams.metrics.window import identity
 
     client = aioredis.Redis.from_url("redis://127.0.0.1:6379/0")
     tenant = f"t-{uuid.uuid4().hex[:8]}"
-    budget = Budget(f"{tenant}-daily", "day", 1e-12, tenant=tenant)
+    budget = Budget(f"{tenant}-daily", "day", Decimal("1e-9"), tenant=tenant)
     live = LiveCounters(client, f"test-{uuid.uuid4().hex[:8]}", 60, [budget])
     records, _ = windows_of(tenant, random.Random(14))
     try:
@@ -312,3 +312,86 @@ async def test_an_alert_claimed_by_a_killed_sink_is_sent_on_replay() -> None:
     ((key, alert),) = producer.sent
     assert key == alert["alert_id"].encode()
     assert alert["alert_id"] == f"{tenant}-daily/2025-06-15/1.0"
+
+
+async def live_counters(
+    budgets: list[Any] | None = None,
+) -> tuple[aioredis.Redis, LiveCounters]:
+    client = aioredis.Redis.from_url("redis://127.0.0.1:6379/0")
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    return client, LiveCounters(client, prefix, 60, budgets or [])
+
+
+async def test_a_record_that_would_overflow_a_later_counter_writes_nothing() -> None:
+    # The fault: the script set the marker and the first increments before
+    # a later HINCRBY failed, so the record stayed half counted for good.
+    client, live = await live_counters()
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    records, _ = windows_of(tenant, random.Random(15))
+    record = records[0]
+    key = live.usage_key("2025-06-15", tenant, None)
+    try:
+        await client.hset(key, "tokens", 2**63 - 10)
+
+        assert await live.count([record], ["r1"]) == 0
+
+        assert await client.hgetall(key) == {b"tokens": str(2**63 - 10).encode()}
+        assert not await client.exists(f"{live.prefix}:applied:r1")
+        await client.hset(key, "tokens", 0)
+        assert await live.count([record], ["r1"]) == 1
+        assert int(await client.hget(key, "requests")) == record["requests"]
+    finally:
+        await client.aclose()
+
+
+async def test_costs_add_up_exactly_where_floats_drift() -> None:
+    # The fault: HINCRBYFLOAT summed costs in binary floating point.
+    client, live = await live_counters()
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    records, _ = windows_of(tenant, random.Random(16))
+    copies = [{**records[0], "cost": Decimal("0.1")} for _ in range(10)]
+    key = live.usage_key("2025-06-15", tenant, None)
+    try:
+        assert await live.count(copies, [f"c{i}" for i in range(10)]) == 10
+
+        assert await client.hget(key, "cost_usd") == b"1.000000000"
+        assert int(await client.hget(key, "cost_usd_nano")) == 10**9
+    finally:
+        await client.aclose()
+
+
+async def test_a_budget_reached_exactly_alerts() -> None:
+    from sinks.metrics.budgets import Budget
+
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    budget = Budget("exact", "day", Decimal("0.3"), tenant=tenant)
+    client, live = await live_counters([budget])
+    records, _ = windows_of(tenant, random.Random(17))
+    copies = [{**records[0], "cost": Decimal("0.1")} for _ in range(3)]
+    try:
+        await live.count(copies, [f"e{i}" for i in range(3)])
+
+        (alert,) = await live.crossings(copies)
+    finally:
+        await client.aclose()
+    # 0.1 + 0.1 + 0.1 is 0.30000000000000004 in floats, 0.3 here.
+    assert (alert["used"], alert["limit"]) == ("0.3", "0.3")
+
+
+async def test_a_float_cost_of_an_older_version_carries_over() -> None:
+    client, live = await live_counters()
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    records, _ = windows_of(tenant, random.Random(18))
+    record = dict(records[0])
+    record["cost"] = Decimal("0.25")
+    key = live.usage_key("2025-06-15", tenant, None)
+    try:
+        await client.hset(key, mapping={"cost": "1.5", "requests": 3})
+
+        await live.count([record], ["old"])
+
+        stored = await client.hgetall(key)
+    finally:
+        await client.aclose()
+    assert stored[b"cost_usd"] == b"1.750000000"
+    assert b"cost" not in stored
