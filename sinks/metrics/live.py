@@ -23,6 +23,10 @@ alert is claimed as pending before it is produced and marked sent after Kafka
 confirms it; a pending alert found again (its sender died in between) is sent
 again, with the same ``alert_id``, so it goes out at least once and consumers
 drop repeats by that id.
+
+Tenant, provider, model and budget names are written with ``%``, ``:`` and
+``*`` percent-encoded (and ``/`` in a provider), so that no name can pose as
+another key's part: tenant ``*`` is ``%2A``, never the all-tenants hash.
 """
 
 from __future__ import annotations
@@ -109,8 +113,17 @@ return 1
 """
 
 
-def model_name(record: dict[str, Any]) -> str:
-    return f"{record['provider']}/{record['model']}"
+def key_part(name: str, also: str = "") -> str:
+    """``name`` as one part of a key: ``%``, ``:``, ``*`` and ``also`` encoded."""
+    for char in "%:*" + also:
+        if char in name:
+            name = name.replace(char, f"%{ord(char):02X}")
+    return name
+
+
+def model_part(provider: str, model: str) -> str:
+    """``<provider>/<model>``, the provider's own ``/`` encoded."""
+    return f"{key_part(provider, '/')}/{key_part(model)}"
 
 
 def nano_units(amount: Decimal) -> int:
@@ -154,14 +167,16 @@ class LiveCounters:
         self.budgets = budgets
         self._count = redis.register_script(COUNT_ONCE)
 
-    def usage_key(self, period_id: str, tenant: str | None, model: str | None) -> str:
-        """The usage hash of a tenant, a tenant's model, or a model (all tenants)."""
+    def usage_key(
+        self, period_id: str, tenant: str | None, model: tuple[str, str] | None
+    ) -> str:
+        """The usage hash of a tenant, a tenant's (provider, model), or a model
+        over all tenants (``tenant`` None)."""
         p = self.prefix
+        who = "*" if tenant is None else key_part(tenant)
         if model is None:
-            return f"{p}:usage:{period_id}:tenant:{tenant}"
-        return (
-            f"{p}:usage:{period_id}:model:{'*' if tenant is None else tenant}:{model}"
-        )
+            return f"{p}:usage:{period_id}:tenant:{who}"
+        return f"{p}:usage:{period_id}:model:{who}:{model_part(*model)}"
 
     async def count(self, records: list[dict[str, Any]], ids: list[str]) -> int:
         """Add each record once; returns how many were new to Redis."""
@@ -174,7 +189,7 @@ class LiveCounters:
                     log.warning("live counters skipped %s: %s", record_id, why)
                     continue
                 tenant = record["tenant"]
-                model = model_name(record)
+                model = (record["provider"], record["model"])
                 currency = record.get("currency") or DEFAULT_CURRENCY
                 keys = [f"{p}:applied:{record_id}"]
                 zsets = []
@@ -185,7 +200,8 @@ class LiveCounters:
                         self.usage_key(period_id, None, model),
                     ]
                     zsets.append(
-                        f"{p}:cost_nano_by_model:{period_id}:{tenant}:{currency}"
+                        f"{p}:cost_nano_by_model:{period_id}:"
+                        f"{key_part(tenant)}:{key_part(currency)}"
                     )
                 args = [
                     self.ttl_s,
@@ -193,7 +209,7 @@ class LiveCounters:
                     record["requests"],
                     record["input_tokens"],
                     record["output_tokens"],
-                    model,
+                    model_part(*model),
                     record["input_tokens"] + record["output_tokens"],
                     *cost_fields(currency),
                     "1" if currency == DEFAULT_CURRENCY else "0",
@@ -230,7 +246,7 @@ class LiveCounters:
         return alerts
 
     async def _used(self, budget: Budget, period_id: str) -> Decimal:
-        key = self.usage_key(period_id, budget.tenant, budget.model)
+        key = self.usage_key(period_id, budget.tenant, budget.provider_model)
         if budget.metric != "cost":
             return Decimal(int(await self.redis.hget(key, budget.metric) or 0))
         nano_field, _ = cost_fields(budget.currency)
@@ -250,6 +266,6 @@ class LiveCounters:
 
     def _alert_key(self, alert: dict[str, Any]) -> str:
         return (
-            f"{self.prefix}:alert:{alert['budget']}:{alert['period_id']}:"
+            f"{self.prefix}:alert:{key_part(alert['budget'])}:{alert['period_id']}:"
             f"{alert['threshold']}"
         )

@@ -395,3 +395,30 @@ async def test_a_float_cost_of_an_older_version_carries_over() -> None:
         await client.aclose()
     assert stored[b"cost_usd"] == b"1.750000000"
     assert b"cost" not in stored
+
+
+async def test_names_holding_key_separators_get_keys_of_their_own() -> None:
+    # The fault: tenant "*" wrote into the all-tenants hash, and ":" in a
+    # name let (tenant "a:b", provider "c") share a hash with (tenant "a",
+    # provider "b:c").
+    client, live = await live_counters()
+    records, _ = windows_of("t", random.Random(19))
+    day = "2025-06-15"
+    star = {**records[0], "tenant": "*", "provider": "p", "model": "m"}
+    colon_tenant = {**records[0], "tenant": "a:b", "provider": "c", "model": "m"}
+    colon_provider = {**records[0], "tenant": "a", "provider": "b:c", "model": "m"}
+    try:
+        await live.count([star, colon_tenant, colon_provider], ["s", "ct", "cp"])
+
+        everyone = await client.hget(live.usage_key(day, None, ("p", "m")), "requests")
+        first = live.usage_key(day, "a:b", ("c", "m"))
+        second = live.usage_key(day, "a", ("b:c", "m"))
+        assert first != second
+        assert int(await client.hget(first, "requests")) == records[0]["requests"]
+        assert int(await client.hget(second, "requests")) == records[0]["requests"]
+    finally:
+        await client.aclose()
+    assert int(everyone) == records[0]["requests"]
+    assert live.usage_key(day, "acme", ("openai", "gpt-4o")).endswith(
+        ":model:acme:openai/gpt-4o"
+    )
