@@ -91,7 +91,12 @@ class Bucket:
         self.cache_read_tokens += genai.get("cache_read_tokens") or 0
         self.reasoning_tokens += genai.get("reasoning_tokens") or 0
         cost = span.get("cost")
-        if cost and cost.get("status") == "priced" and cost.get("total_cost"):
+        # A priced request may cost zero (Decimal("0E-12") is falsy).
+        if (
+            cost
+            and cost.get("status") == "priced"
+            and cost.get("total_cost") is not None
+        ):
             self.cost += cost["total_cost"]
             self.priced_requests += 1
 

@@ -134,3 +134,15 @@ def test_keys_that_join_alike_with_a_bar_have_distinct_identities() -> None:
     second["model"] = first["model"]
 
     assert identity(first) != identity(second)
+
+
+def test_a_priced_request_that_costs_zero_counts_as_priced() -> None:
+    rng = random.Random(9)
+    free = span(rng, T0_NS)
+    free["cost"] = {"status": "priced", "total_cost": Decimal("0E-12")}
+    windows = PartitionWindows("llm.spans[0]", WINDOW_S, grace_s=0)
+    windows.apply(0, batch("t", [free]))
+    windows.close(now_ms=T0_NS // 10**6 + 10 * 60_000)
+
+    (record,) = windows.outbox
+    assert (record["priced_requests"], record["cost"]) == (1, Decimal(0))
