@@ -23,7 +23,7 @@ from streams.metrics.window import identity
 
 log = logging.getLogger(__name__)
 
-KEY_COLUMNS = ("tenant", "service", "provider", "model", "operation")
+KEY_COLUMNS = ("tenant", "service", "provider", "model", "operation", "currency")
 SUM_COLUMNS = (
     "requests",
     "errors",

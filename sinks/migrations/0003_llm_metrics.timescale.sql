@@ -5,10 +5,14 @@
 -- llm_metrics_1m holds one row per one-minute bucket and key (tenant,
 -- service, provider, model, operation), summed over every MetricWindow
 -- record of llm.metrics.1m: windows of several input partitions and their
--- late corrections. llm_metrics_1h and llm_metrics_1d are rollup tables the
--- continuous aggregates here (the sink leaves them to TimescaleDB).
+-- late corrections. llm_metrics_1h and llm_metrics_1d are continuous
+-- aggregates over it, which TimescaleDB refreshes (the sink writes
+-- llm_metrics_1m only); 0004 rebuilds them with currency and refresh
+-- policies that reach late corrections.
 -- llm_metrics_1m is a hypertable with one-day chunks, compressed after 7
--- days and dropped after 90; the rollups are kept for two years.
+-- days and dropped after 90; the rollups are kept for two years. Needs
+-- TimescaleDB 2.11 or later: the sink upserts (INSERT ... ON CONFLICT) into
+-- compressed chunks.
 --
 -- Idempotent writes: llm_metrics_contributions records the identity of
 -- every record added (source partition, window, key, first input offset);

@@ -42,6 +42,8 @@ NS_PER_MS = 1_000_000
 # records emitted before scheme 2, so that sinks still recognise them.
 IDENTITY_JOINED = 1
 IDENTITY_SHA256 = 2
+# Unpriced requests, and records written before the key had a currency.
+DEFAULT_CURRENCY = "USD"
 
 
 @dataclass(frozen=True, order=True)
@@ -53,6 +55,8 @@ class MetricKey:
     provider: str
     model: str
     operation: str
+    # Of the cost: amounts in different currencies never add up.
+    currency: str = DEFAULT_CURRENCY
 
 
 class Bucket:
@@ -183,12 +187,15 @@ def request_key(batch: dict[str, Any], span: dict[str, Any]) -> MetricKey | None
     resources = batch.get("resources") or []
     index = span.get("resource_index", 0)
     service = resources[index]["service_name"] if 0 <= index < len(resources) else ""
+    cost = span.get("cost") or {}
+    currency = cost.get("currency") if cost.get("status") == "priced" else None
     return MetricKey(
         tenant=batch.get("tenant") or "default",
         service=service or "",
         provider=genai.get("provider") or "",
         model=genai.get("request_model") or genai.get("response_model") or "",
         operation=genai["operation"],
+        currency=currency or DEFAULT_CURRENCY,
     )
 
 
@@ -346,21 +353,25 @@ def record_with_decimal(record: dict[str, Any]) -> dict[str, Any]:
     record["cost"] = Decimal(record["cost"])
     # Records saved before identity schemes existed were emitted as scheme 1.
     record.setdefault("identity_scheme", IDENTITY_JOINED)
+    record.setdefault("currency", DEFAULT_CURRENCY)
     return record
 
 
 _KEY_FIELDS = tuple(MetricKey.__dataclass_fields__)
+# A scheme 1 identity has the key as it was before it had a currency.
+_JOINED_KEY_FIELDS = _KEY_FIELDS[:5]
 
 
 def identity(record: dict[str, Any]) -> str:
     """The deterministic identity of a MetricWindow record; sinks add each once."""
+    joined = record["identity_scheme"] == IDENTITY_JOINED
     parts = [
         record["source"],
         record["window_start_ms"],
-        *(record[f] for f in _KEY_FIELDS),
+        *(record[f] for f in (_JOINED_KEY_FIELDS if joined else _KEY_FIELDS)),
         record["first_offset"],
     ]
-    if record["identity_scheme"] == IDENTITY_JOINED:
+    if joined:
         return "|".join(str(part) for part in parts)
     # A JSON array cannot be forged by the strings inside it.
     return hashlib.sha256(orjson.dumps(parts)).hexdigest()

@@ -114,6 +114,7 @@ async def stored(database_url: str, tenant: str) -> dict[tuple[Any, ...], Any]:
             r["provider"],
             r["model"],
             r["operation"],
+            r["currency"],
         ): r
         for r in rows
     }
@@ -422,3 +423,82 @@ async def test_names_holding_key_separators_get_keys_of_their_own() -> None:
     assert live.usage_key(day, "acme", ("openai", "gpt-4o")).endswith(
         ":model:acme:openai/gpt-4o"
     )
+
+
+async def test_costs_in_euros_and_dollars_are_stored_in_rows_of_their_own(
+    kafka_bootstrap: str, database_url: str, sink_settings: Callable[..., Any]
+) -> None:
+    tenant = f"t-{uuid.uuid4().hex[:10]}"
+    rng = random.Random(20)
+    spans = []
+    for code, amount in (("USD", "0.25"), ("EUR", "0.5"), ("EUR", "0.75")):
+        s = span(rng, T0_NS + 10**9, provider="openai", request_model="gpt-4o")
+        s["cost"] = {
+            "status": "priced",
+            "currency": code,
+            "total_cost": Decimal(amount),
+        }
+        spans.append(s)
+    windows = PartitionWindows("llm.spans[0]", WINDOW_S, grace_s=0)
+    windows.apply(0, batch(tenant, spans))
+    windows.close(now_ms=T0_NS // 10**6 + 10 * 60_000)
+    settings = sink_settings()
+    produce(kafka_bootstrap, settings.metrics_topic, windows.outbox)
+
+    await run_sink(settings)
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        minute = await conn.fetch(
+            "SELECT currency, requests, cost FROM llm_metrics_1m WHERE tenant = $1",
+            tenant,
+        )
+        daily = await conn.fetch(
+            "SELECT currency, requests, cost FROM llm_cost_by_model_daily"
+            " WHERE tenant = $1",
+            tenant,
+        )
+    finally:
+        await conn.close()
+    want = [("EUR", 2, Decimal("1.25")), ("USD", 1, Decimal("0.25"))]
+    assert sorted(tuple(r) for r in minute) == want
+    assert sorted(tuple(r) for r in daily) == want
+
+
+async def test_top_conversations_count_model_requests_only(database_url: str) -> None:
+    tenant = f"t-{uuid.uuid4().hex[:10]}"
+    conn = await asyncpg.connect(database_url)
+    # Rolled back at the end: the rows exist for this test only.
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS llm_spans_p20250115 PARTITION OF"
+            " llm_spans FOR VALUES FROM ('2025-01-15 00:00:00+00')"
+            " TO ('2025-01-16 00:00:00+00')"
+        )
+        for i, (operation, cost) in enumerate(
+            (("chat", "0.1"), ("invoke_agent", None), ("execute_tool", None))
+        ):
+            await conn.execute(
+                "INSERT INTO llm_spans (tenant, trace_id, span_id, name, kind,"
+                " service_name, start_time, end_time, duration_ms, status_code,"
+                " attributes, resource_attributes, events, operation,"
+                " conversation_id, cost_total, cost_currency) VALUES ($1, 't',"
+                " $2, 'n', 'k', 's', '2025-01-15 10:00+00', '2025-01-15 10:01+00',"
+                " 1, 'OK', '{}', '{}', '[]', $3, 'conv', $4::numeric, $5)",
+                tenant,
+                str(i),
+                operation,
+                cost,
+                "USD" if cost else None,
+            )
+        rows = await conn.fetch(
+            "SELECT currency, cost, requests FROM llm_top_conversations_by_cost"
+            " WHERE tenant = $1",
+            tenant,
+        )
+    finally:
+        await transaction.rollback()
+        await conn.close()
+    assert [tuple(r) for r in rows] == [("USD", Decimal("0.1"), 1)]

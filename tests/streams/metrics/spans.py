@@ -60,6 +60,12 @@ def batch(
     }
 
 
+def currency(span: dict[str, Any]) -> str:
+    """The currency a span's request counts under."""
+    cost = span["cost"]
+    return (cost["status"] == "priced" and cost.get("currency")) or "USD"
+
+
 def truth(batches: list[dict[str, Any]], window_s: int) -> dict[tuple[Any, ...], Any]:
     """Exact totals per (window start ms, key) recomputed from raw spans."""
     out: dict[tuple[Any, ...], dict[str, Any]] = {}
@@ -76,6 +82,7 @@ def truth(batches: list[dict[str, Any]], window_s: int) -> dict[tuple[Any, ...],
                 g["provider"] or "",
                 g["request_model"],
                 g["operation"],
+                currency(s),
             )
             row = out.setdefault(
                 key,

@@ -37,6 +37,7 @@ def summed(records: list[dict[str, Any]]) -> dict[tuple[Any, ...], Any]:
             r["provider"],
             r["model"],
             r["operation"],
+            r["currency"],
         )
         row = out[key]
         for name in ("requests", "errors", "input_tokens", "output_tokens", "cost"):
@@ -146,3 +147,24 @@ def test_a_priced_request_that_costs_zero_counts_as_priced() -> None:
 
     (record,) = windows.outbox
     assert (record["priced_requests"], record["cost"]) == (1, Decimal(0))
+
+
+def test_costs_in_different_currencies_are_never_summed() -> None:
+    rng = random.Random(10)
+    spans = []
+    for code in ("USD", "EUR", "EUR", None):
+        s = span(rng, T0_NS, provider="openai", request_model="gpt-4o")
+        s["cost"] = {
+            "status": "priced" if code else "unknown_model",
+            "currency": code,
+            "total_cost": Decimal("0.5") if code else None,
+        }
+        spans.append(s)
+    windows = PartitionWindows("llm.spans[0]", WINDOW_S, grace_s=0)
+    windows.apply(0, batch("t", spans))
+    windows.close(now_ms=T0_NS // 10**6 + 10 * 60_000)
+
+    got = {r["currency"]: (r["requests"], r["cost"]) for r in windows.outbox}
+    # An unpriced request has no currency; it counts under USD.
+    assert got == {"USD": (2, Decimal("0.5")), "EUR": (2, Decimal("1.0"))}
+    assert len({identity(r) for r in windows.outbox}) == 2
