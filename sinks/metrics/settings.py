@@ -29,6 +29,11 @@ class MetricsSinkSettings:
     redis_prefix: str = setting("llmobs", "prefix of every Redis key written")
     budgets_file: str | None = setting(None, "YAML file of budget rules (unset: none)")
     live_ttl_s: int = setting(40 * 86_400, "lifetime of live counters and markers")
+    contributions_retention_days: float = setting(
+        14.0,
+        "keep record identities this long (plain PostgreSQL); must exceed the "
+        "retention of the metrics topic, or a replay past it counts twice",
+    )
     max_batch_records: int = setting(2000, "records written per transaction")
     flush_interval_s: float = setting(1.0, "longest wait before writing a batch")
     max_idle_s: float | None = setting(
@@ -40,6 +45,8 @@ class MetricsSinkSettings:
         check_database_url(self.database_url)
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError("setting redis_url must be a redis:// URL")
+        if self.contributions_retention_days < 1:
+            raise ConfigError("setting contributions_retention_days must be at least 1")
         if self.max_batch_records < 1:
             raise ConfigError("setting max_batch_records must be at least 1")
         if self.flush_interval_s <= 0:

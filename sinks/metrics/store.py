@@ -5,6 +5,12 @@ llm_metrics_contributions with ON CONFLICT DO NOTHING, and only the records
 whose identity was new are summed into the minute, hour and day rows. A
 replayed batch therefore adds nothing, and records of several partitions or
 corrections for the same window and key add up.
+
+On plain PostgreSQL the store also keeps the tables in shape: the monthly
+partitions of llm_metrics_1m are created ahead of the batches that need them,
+each in its own short transaction (another replica creating the same one at
+the same moment is success), and identities older than the retention are
+deleted, which is safe once no record written then can be read again.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ SUM_COLUMNS = (
 SKETCH_COLUMNS = ("latency_sketch", "ttft_sketch")
 COLUMNS = ("bucket", *KEY_COLUMNS, *SUM_COLUMNS, *SKETCH_COLUMNS)
 ROLLUPS = {"llm_metrics_1h": "hour", "llm_metrics_1d": "day"}
+PRUNE_SLICE_ROWS = 10_000
 
 Row = dict[str, Any]
 
@@ -123,12 +130,32 @@ class MetricsStore:
         self._partitioned = kinds.get("llm_metrics_1m") == "p"
         # Continuous aggregates are views; only plain tables are ours to add to.
         self.rollup_tables = [t for t in ROLLUPS if kinds.get(t) == "r"]
+        await self.maintain(None)
+
+    async def maintain(self, retention: dt.timedelta | None) -> int:
+        """Create this and next month's partitions; prune identities older
+        than ``retention``. Returns the identities deleted."""
+        if not self._partitioned:
+            # TimescaleDB: chunks and the retention policy do both.
+            return 0
+        this_month = truncate(dt.datetime.now(dt.UTC), "day").replace(day=1)
+        next_month = (this_month + dt.timedelta(days=32)).replace(day=1)
+        await self._ensure_partitions({this_month, next_month})
+        if retention is None:
+            return 0
+        return await self._prune(dt.datetime.now(dt.UTC) - retention)
 
     async def add(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Add the records not added before; returns those newly added."""
         if not records:
             return []
         by_id = {identity(r): r for r in records}
+
+        # Step 1: partitions committed on their own, never inside the batch.
+        if self._partitioned:
+            await self._ensure_partitions({month_of(r) for r in records})
+
+        # Step 2: identities and sums in one transaction.
         async with self.conn.transaction():
             inserted = await self.conn.fetch(
                 "INSERT INTO llm_metrics_contributions (contribution_id, bucket, kind)"
@@ -141,7 +168,6 @@ class MetricsStore:
             new = [by_id[row["contribution_id"]] for row in inserted]
             if not new:
                 return []
-            await self._ensure_partitions(new)
             minute = combine(new, "minute")
             await self.conn.executemany(
                 _upsert_sql("llm_metrics_1m"), [_args(r) for r in minute]
@@ -153,10 +179,9 @@ class MetricsStore:
                 )
         return new
 
-    async def _ensure_partitions(self, records: list[dict[str, Any]]) -> None:
-        if not self._partitioned:
-            return
-        months = {truncate(bucket_of(r), "day").replace(day=1) for r in records}
+    async def _ensure_partitions(self, months: set[dt.datetime]) -> None:
+        # Each CREATE commits on its own (the exclusive lock it takes on
+        # llm_metrics_1m is held only for the DDL).
         for month in sorted(months):
             name = f"llm_metrics_1m_p{month:%Y%m}"
             if name in self._partitions:
@@ -164,8 +189,32 @@ class MetricsStore:
             upper = (month + dt.timedelta(days=32)).replace(day=1)
             lower_sql = month.strftime("%Y-%m-%d 00:00:00+00")
             upper_sql = upper.strftime("%Y-%m-%d 00:00:00+00")
-            await self.conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF llm_metrics_1m"
-                f" FOR VALUES FROM ('{lower_sql}') TO ('{upper_sql}')"
-            )
+            try:
+                await self.conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF llm_metrics_1m"
+                    f" FOR VALUES FROM ('{lower_sql}') TO ('{upper_sql}')"
+                )
+            except (asyncpg.DuplicateTableError, asyncpg.UniqueViolationError):
+                # Another replica created it between our check and our insert.
+                log.debug("partition %s created concurrently", name)
             self._partitions.add(name)
+
+    async def _prune(self, written_before: dt.datetime) -> int:
+        # In slices, each its own short transaction, not one long delete.
+        deleted = 0
+        while True:
+            status = await self.conn.execute(
+                "DELETE FROM llm_metrics_contributions WHERE ctid = ANY(ARRAY("
+                " SELECT ctid FROM llm_metrics_contributions WHERE written_at < $1"
+                " LIMIT $2))",
+                written_before,
+                PRUNE_SLICE_ROWS,
+            )
+            count = int(status.split()[-1])
+            deleted += count
+            if count < PRUNE_SLICE_ROWS:
+                return deleted
+
+
+def month_of(record: dict[str, Any]) -> dt.datetime:
+    return truncate(bucket_of(record), "day").replace(day=1)

@@ -9,6 +9,7 @@ is produced to llm.alerts; only then are the offsets committed.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import time
 from typing import Any
@@ -32,11 +33,13 @@ from sinks.metrics.settings import MetricsSinkSettings
 from sinks.metrics.store import MetricsStore
 from sinks.settings import masked_url
 from streams.metrics.agent import METRIC_WINDOW
+from streams.metrics.sketch import Sketch
 from streams.metrics.window import identity
 
 log = logging.getLogger(__name__)
 
 ALERT_FLUSH_TIMEOUT_S = 30.0
+MAINTAIN_EVERY_S = 3600.0
 WRITE_BACKOFF = Backoff(initial_s=0.5, max_s=10.0, deadline_s=120.0)
 
 
@@ -44,7 +47,12 @@ class MetricsHandler(WriteThrough):
     """Decodes MetricWindow records; stores, counts and checks budgets."""
 
     def __init__(
-        self, store: MetricsStore, live: LiveCounters, producer: Any, alerts_topic: str
+        self,
+        store: MetricsStore,
+        live: LiveCounters,
+        producer: Any,
+        alerts_topic: str,
+        retention_days: float = 14.0,
     ) -> None:
         self.store = store
         self.live = live
@@ -53,9 +61,13 @@ class MetricsHandler(WriteThrough):
         self.records_added = 0
         self.records_replayed = 0
         self.alerts_sent = 0
-        # Seconds from the newest span's acceptance to its metric being stored.
-        self.ack_to_metric_s: list[float] = []
+        self.contributions_pruned = 0
+        # Seconds from the newest span's acceptance to its metric being
+        # stored: a sketch, bounded whatever the number of records.
+        self.ack_to_metric_s = Sketch()
         self._codec = schemas.codec(METRIC_WINDOW)
+        self._retention = dt.timedelta(days=retention_days)
+        self._maintained_s = time.monotonic()
 
     def decode(self, message: Message) -> Item:
         try:
@@ -84,11 +96,11 @@ class MetricsHandler(WriteThrough):
         self.records_added += len(new)
         self.records_replayed += len(records) - len(new)
         now_ns = time.time_ns()
-        self.ack_to_metric_s += [
-            (now_ns - r["max_received_unix_nano"]) / 1e9
-            for r in new
-            if r["max_received_unix_nano"]
-        ]
+        for record in new:
+            if record["max_received_unix_nano"]:
+                self.ack_to_metric_s.add(
+                    (now_ns - record["max_received_unix_nano"]) / 1e9
+                )
 
         # Step 2: live counters; every record, as Redis may have missed some.
         ids = [identity(r) for r in records]
@@ -103,6 +115,28 @@ class MetricsHandler(WriteThrough):
         # Step 3: alerts confirmed by Kafka before the offsets move on.
         await self._alert(await self.live.crossings(records))
         return None
+
+    async def tick(self, stop: asyncio.Event) -> list[TopicPartition] | None:
+        """Now and then: partitions ahead of need, old identities pruned."""
+        if time.monotonic() - self._maintained_s < MAINTAIN_EVERY_S:
+            return None
+        self._maintained_s = time.monotonic()
+        try:
+            self.contributions_pruned += await self.store.maintain(self._retention)
+        except (OSError, asyncpg.PostgresError) as exc:
+            # Nothing waits on it: the next round tries again.
+            log.warning("metrics table maintenance failed: %s", exc)
+        return None
+
+    def progress(self) -> str:
+        p50 = self.ack_to_metric_s.quantile(0.5)
+        p99 = self.ack_to_metric_s.quantile(0.99)
+        if p50 is None or p99 is None:
+            return f"{self.records_added} windows added"
+        return (
+            f"{self.records_added} windows added, "
+            f"ack to metric p50 {p50:.1f}s p99 {p99:.1f}s"
+        )
 
     async def _add(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         try:
@@ -177,7 +211,9 @@ class MetricsSink:
             await store.prepare()
             live = LiveCounters(client, s.redis_prefix, s.live_ttl_s, self.budgets)
             producer = Producer(producer_config(s.kafka_bootstrap))
-            self.handler = MetricsHandler(store, live, producer, s.alerts_topic)
+            self.handler = MetricsHandler(
+                store, live, producer, s.alerts_topic, s.contributions_retention_days
+            )
             self.loop = BatchConsumer(
                 "metrics sink",
                 LoopSettings(
@@ -196,8 +232,11 @@ class MetricsSink:
             await conn.close()
             await client.aclose()
         log.info(
-            "metrics sink stopped: %d records added, %d replays absorbed, %d alerts",
+            "metrics sink stopped: %d records added, %d replays absorbed, "
+            "%d alerts, %d identities pruned; %s",
             self.handler.records_added,
             self.handler.records_replayed,
             self.handler.alerts_sent,
+            self.handler.contributions_pruned,
+            self.handler.progress(),
         )
