@@ -36,10 +36,14 @@ log = logging.getLogger(__name__)
 STATE_TABLE = "metrics-windows"
 METRIC_WINDOW = "metric_window"
 RAW = ("raw", "raw")
+# Set by ``llmobs replay --from-archive`` (as the archive sink names it): the
+# spans were counted when they first went by.
+HEADER_REPLAYED = "llmobs.replayed_from"
 # As long as the partition stays ours: giving up would lose the counts.
 SAVE_BACKOFF = Backoff(initial_s=0.5, max_s=15.0, deadline_s=math.inf)
 
-Record = tuple[int, int, bytes]
+# (partition, offset, value, replayed from the archive)
+Record = tuple[int, int, bytes, bool]
 
 
 class Aggregator:
@@ -62,6 +66,7 @@ class Aggregator:
         self.corrections_emitted = 0
         self.undecodable = 0
         self.batches_abandoned = 0
+        self.replays_skipped = 0
         self._codec = schemas.codec(schemas.SPAN_BATCH)
         self._out_codec = schemas.codec(METRIC_WINDOW)
 
@@ -96,7 +101,7 @@ class Aggregator:
         return state
 
     async def on_records(self, records: Sequence[Record]) -> set[int]:
-        """Count (partition, offset, value) records, then close and deliver.
+        """Count records (archive replays excepted), then close and deliver.
 
         Returns the partitions whose records are not durably counted (not
         ours, or revoked before their state was saved): their records must
@@ -104,12 +109,15 @@ class Aggregator:
         """
         async with self.lock:
             skipped: set[int] = set()
-            for partition, offset, value in records:
+            for partition, offset, value, replayed in records:
                 state = self.partitions.get(partition)
                 if state is None:
                     skipped.add(partition)
                     continue
                 self.records_read += 1
+                if replayed:
+                    self.replays_skipped += 1
+                    continue
                 try:
                     batch = self._codec.decode(value)
                 except SchemaError as exc:
@@ -229,6 +237,8 @@ class Aggregator:
             f"llmobs_metrics_windows_emitted_total {self.records_emitted}\n"
             "# TYPE llmobs_metrics_corrections_emitted_total counter\n"
             f"llmobs_metrics_corrections_emitted_total {self.corrections_emitted}\n"
+            "# TYPE llmobs_metrics_archive_replays_skipped_total counter\n"
+            f"llmobs_metrics_archive_replays_skipped_total {self.replays_skipped}\n"
             "# TYPE llmobs_metrics_batches_abandoned_total counter\n"
             f"llmobs_metrics_batches_abandoned_total {self.batches_abandoned}\n"
             "# TYPE llmobs_metrics_open_windows gauge\n"
@@ -251,7 +261,15 @@ def withhold_acks(events: Iterable[Any]) -> None:
 
 async def process(aggregator: Aggregator, events: Sequence[Any]) -> None:
     """Count one batch of events; withhold the acks of what is not durable."""
-    records = [(e.message.partition, e.message.offset, e.value) for e in events]
+    records = [
+        (
+            e.message.partition,
+            e.message.offset,
+            e.value,
+            HEADER_REPLAYED in (e.headers or {}),
+        )
+        for e in events
+    ]
     try:
         abandoned = await aggregator.on_records(records)
     except BaseException:

@@ -107,3 +107,22 @@ async def test_an_unexpected_error_leaves_the_whole_batch_unacknowledged(
         await agent.process(worker, batch)
 
     assert consumer_acks(batch) == []
+
+
+async def test_spans_replayed_from_the_archive_are_not_counted_again() -> None:
+    from sinks.archive.worker import HEADER_REPLAYED
+
+    worker = aggregator()
+    worker.assign([0])
+    first = events(0, range(3))
+    replayed = events(0, range(3, 6))
+    for event in replayed:
+        event.message.headers.append((HEADER_REPLAYED, b"archive"))
+
+    await agent.process(worker, first + replayed)
+
+    assert agent.HEADER_REPLAYED == HEADER_REPLAYED
+    assert sum(r["requests"] for r in worker.output.sent) == 3
+    assert worker.replays_skipped == 3
+    assert "llmobs_metrics_archive_replays_skipped_total 3" in worker.prometheus()
+    assert len(consumer_acks(first + replayed)) == 6
