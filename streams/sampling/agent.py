@@ -3,8 +3,9 @@
 State lives in two changelog-backed tables (``store.py``): ``sampling-spans``
 (buffered batches) and ``sampling-decisions``. Writes name their partition
 explicitly (the trace's input partition), because decisions are also made by
-the timer, outside any stream event. On a rebalance the revoked partitions'
-traces are forgotten here and recovered from the tables by their new owner.
+the timer, outside any stream event. On a rebalance the revoke waits for the
+running decision, then the revoked partitions' traces are forgotten here and
+recovered from the tables by their new owner.
 """
 
 from __future__ import annotations
@@ -65,7 +66,6 @@ def register(
     store = TableStore(spans_table, decisions_table)
     codec = schemas.codec(schemas.SPAN_BATCH)
     sampler = Sampler(settings, policies, codec, store, send)
-    ready = {"recovered": False}
 
     @app.agent(source, name="sampling")
     async def sample(stream: Any) -> None:
@@ -75,7 +75,7 @@ def register(
 
     @app.timer(settings.decision_tick_s, name="sampling-decide")
     async def decide_due() -> None:
-        if ready["recovered"]:
+        if sampler.ready:
             await sampler.decide_due()
 
     @spans_table.on_recover
@@ -87,14 +87,16 @@ def register(
         }
         batches = _owned(spans_table.data, partitions)
         decisions = list(decisions_table.data.items())
-        for key in sampler.restore(batches, decisions, partitions):
+        for key in await sampler.restore(batches, decisions, partitions):
             store.delete_batch(parse_batch_key(key)[1], key)
-        ready["recovered"] = True
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
-    async def revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
-        # No decision until recovery has rebuilt the state of what is still ours.
-        ready["recovered"] = False
+    async def revoked(sender: Any, partitions: Any, **kwargs: Any) -> None:
+        # Faust flushed its producer before this signal: whatever a decision
+        # still writes must be done before the new owner recovers.
+        await sampler.revoke(
+            {tp.partition for tp in partitions if tp.topic == input_topic}
+        )
 
     return sampler
 

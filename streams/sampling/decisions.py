@@ -53,5 +53,11 @@ class DecisionCache:
     def forget(self, trace_id: str) -> None:
         self._items.pop(trace_id, None)
 
+    def forget_partitions(self, partitions: set[int]) -> None:
+        """Drop the decisions of partitions this worker no longer owns."""
+        gone = [t for t, d in self._items.items() if d.partition in partitions]
+        for trace_id in gone:
+            del self._items[trace_id]
+
     def clear(self) -> None:
         self._items.clear()

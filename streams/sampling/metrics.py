@@ -18,6 +18,7 @@ class SamplerMetrics:
         self.late_spans: Counter[str] = Counter()
         self.undecodable_batches = 0
         self.duplicate_batches = 0
+        self.unowned_batches = 0
         self.missing_batches = 0
         self.decision_cache_evictions = 0
         self.restored_traces = 0
@@ -85,6 +86,11 @@ class SamplerMetrics:
                 "duplicate_batches_total",
                 self.duplicate_batches,
                 "input records seen twice",
+            ),
+            (
+                "unowned_batches_total",
+                self.unowned_batches,
+                "input records of partitions not owned, left unprocessed",
             ),
             (
                 "missing_batches_total",

@@ -6,10 +6,15 @@ tables: a local store and its changelog), and only their keys in memory.
 Order on a decision, so that a crash at any point
 loses no span: the kept batches are delivered first, then the decision is
 written, then the buffered batches are released.
+
+Decisions, input batches, restores and revokes take turns under one lock,
+and state is written only for partitions this worker owns: a rebalance waits
+for the running decision, then forgets the partitions it takes away.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import struct
 import time
@@ -77,9 +82,27 @@ class Sampler:
         self.buffer = TraceBuffer()
         self.decisions = DecisionCache(settings.decision_cache_size)
         self.metrics = SamplerMetrics()
+        # Taken by every decision, input batch, restore and revoke.
+        self.lock = asyncio.Lock()
+        # Input partitions whose state this worker may read and write.
+        self.owned: set[int] = set()
+        # False from the start of a revoke until the next restore.
+        self.ready = False
 
     async def on_batch(self, partition: int, offset: int, value: bytes) -> None:
         """One SpanBatch record of ``llm.spans``."""
+        async with self.lock:
+            if partition not in self.owned:
+                self.metrics.unowned_batches += 1
+                log.warning(
+                    "llm.spans[%d] offset %d: partition not owned, skipped",
+                    partition,
+                    offset,
+                )
+                return
+            await self._on_batch(partition, offset, value)
+
+    async def _on_batch(self, partition: int, offset: int, value: bytes) -> None:
         now_s = self.clock()
         try:
             record = self.codec.decode(value)
@@ -126,14 +149,48 @@ class Sampler:
         )
         decided = 0
         for trace, trigger in due:
-            # A forced decision may have taken it while an earlier emit waited.
-            if self.buffer.traces.get(trace.trace_id) is not trace:
-                continue
-            await self.decide(trace, trigger)
-            decided += 1
+            # Between two decisions a revoke may have run, or an input batch
+            # forced this trace out: check again under the lock.
+            if not self.ready:
+                break
+            async with self.lock:
+                if not self._held(trace):
+                    continue
+                await self._decide(trace, trigger)
+                decided += 1
         return decided
 
     async def decide(self, trace: PendingTrace, trigger: str) -> Decision:
+        """Decide ``trace`` now (it must be held, its partition owned)."""
+        async with self.lock:
+            return await self._decide(trace, trigger)
+
+    async def revoke(self, partitions: set[int]) -> None:
+        """Stop deciding, wait for the running decision, forget ``partitions``.
+
+        Their traces and decisions stay in the tables, from which the next
+        owner recovers them; nothing more is written for them here.
+        """
+        self.ready = False
+        async with self.lock:
+            self.owned -= partitions
+            forgotten = list(self.buffer.forget(self.owned))
+            self.decisions.forget_partitions(partitions)
+            self._gauges()
+        log.info(
+            "sampler gave up partitions %s (%d pending traces)",
+            sorted(partitions),
+            len(forgotten),
+        )
+
+    def _held(self, trace: PendingTrace) -> bool:
+        return (
+            self.ready
+            and trace.partition in self.owned
+            and self.buffer.traces.get(trace.trace_id) is trace
+        )
+
+    async def _decide(self, trace: PendingTrace, trigger: str) -> Decision:
         now_s = self.clock()
         records = self._records(trace)
         self.buffer.pop(trace.trace_id)
@@ -159,7 +216,8 @@ class Sampler:
             raise
 
         # Only now durable: a crash before this line leaves the trace buffered,
-        # to be decided (and, if kept, emitted) again after the restart.
+        # to be decided (and, if kept, emitted) again after the restart. The
+        # lock kept a revoke out, so the partition is still ours.
         self.store.put_decision(trace.partition, trace.trace_id, decision.encode())
         for key in trace.keys:
             self.store.delete_batch(trace.partition, key)
@@ -181,7 +239,7 @@ class Sampler:
         self._gauges()
         return decision
 
-    def restore(
+    async def restore(
         self,
         batches: Iterable[tuple[bytes, bytes]],
         decisions: Iterable[tuple[bytes, bytes]],
@@ -189,9 +247,23 @@ class Sampler:
     ) -> list[bytes]:
         """Rebuild the in-memory state from the tables after a recovery.
 
-        Returns the batch keys whose trace is already decided (a crash came
-        between the decision and the release); the caller deletes them.
+        Waits for a running decision first, so that what it writes is read
+        back here rather than decided again. Returns the batch keys whose
+        trace is already decided (a crash came between the decision and the
+        release); the caller deletes them.
         """
+        async with self.lock:
+            stale = self._restore(batches, decisions, partitions)
+            self.owned = set(partitions)
+            self.ready = True
+            return stale
+
+    def _restore(
+        self,
+        batches: Iterable[tuple[bytes, bytes]],
+        decisions: Iterable[tuple[bytes, bytes]],
+        partitions: set[int],
+    ) -> list[bytes]:
         self.buffer = TraceBuffer()
         self.decisions.clear()
         known = [(k.decode(), Decision.decode(v)) for k, v in decisions]
@@ -252,7 +324,7 @@ class Sampler:
             trace.spans,
             trace.size_bytes,
         )
-        await self.decide(trace, f"forced_{cap}")
+        await self._decide(trace, f"forced_{cap}")
 
     def _late(self, trace_id: str, record: dict[str, Any], decision: Decision) -> None:
         self.metrics.late_spans["kept" if decision.kept else "dropped"] += len(

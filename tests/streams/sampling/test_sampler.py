@@ -2,91 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
 
-import schemas
-from streams.sampling import policies as p
-from streams.sampling.sampler import Sampler
-from streams.sampling.settings import SamplingSettings
+from tests.streams.sampling.harness import CODEC, KEEP_ALL, KEEP_ERRORS, Harness
 from tests.streams.sampling.spanbatches import trace_in_batches
-
-CODEC = schemas.codec("span_batch")
-
-
-class MemoryStore:
-    """The tables' changelog as dicts: what a restarted worker would recover."""
-
-    def __init__(self) -> None:
-        self.batches: dict[bytes, bytes] = {}
-        self.decisions: dict[bytes, bytes] = {}
-
-    def get_batch(self, partition: int, key: bytes) -> bytes | None:
-        return self.batches.get(key)
-
-    def put_batch(self, partition: int, key: bytes, value: bytes) -> None:
-        self.batches[key] = value
-
-    def delete_batch(self, partition: int, key: bytes) -> None:
-        self.batches.pop(key, None)
-
-    def put_decision(self, partition: int, trace_id: str, value: bytes) -> None:
-        self.decisions[trace_id.encode()] = value
-
-    def delete_decision(self, partition: int, trace_id: str) -> None:
-        self.decisions.pop(trace_id.encode(), None)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now_s = 1000.0
-
-    def __call__(self) -> float:
-        return self.now_s
-
-
-class Harness:
-    def __init__(self, policies: p.PolicySet, **overrides: Any) -> None:
-        values = {"decision_wait_s": 30.0, "quiet_period_s": 2.0, **overrides}
-        self.settings = SamplingSettings(**values)
-        self.store = MemoryStore()
-        self.clock = Clock()
-        self.sent: list[dict[str, Any]] = []
-        self.offset = 0
-        self.sampler = self.new_sampler(policies)
-
-    def new_sampler(self, policies: p.PolicySet) -> Sampler:
-        return Sampler(
-            self.settings, policies, CODEC, self.store, self.send, clock=self.clock
-        )
-
-    async def send(self, key: bytes, value: bytes) -> Any:
-        self.sent.append(CODEC.decode(value))
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
-
-    async def feed(self, value: bytes, partition: int = 0) -> None:
-        self.offset += 1
-        await self.sampler.on_batch(partition, self.offset, value)
-
-    def sent_spans(self, trace_id: str) -> set[str]:
-        return {
-            s["span_id"]
-            for r in self.sent
-            if r["trace_id"] == trace_id
-            for s in r["spans"]
-        }
-
-
-KEEP_ALL = p.PolicySet([p.AlwaysSample("all")], [])
-KEEP_ERRORS = p.PolicySet([p.StatusCode("errors", ["ERROR"])], [])
 
 
 async def test_a_trace_is_decided_after_its_root_and_a_quiet_period() -> None:
-    h = Harness(KEEP_ALL)
+    h = await Harness.start(KEEP_ALL)
     trace_id, batches, span_ids = trace_in_batches(2, [[1, 2], [0]])
 
     await h.feed(batches[0])
@@ -108,7 +33,7 @@ async def test_a_trace_is_decided_after_its_root_and_a_quiet_period() -> None:
 
 
 async def test_decision_wait_decides_a_trace_whose_root_never_comes() -> None:
-    h = Harness(KEEP_ALL)
+    h = await Harness.start(KEEP_ALL)
     _, batches, _ = trace_in_batches(2, [[1], [2]])
 
     await h.feed(batches[0])
@@ -120,7 +45,7 @@ async def test_decision_wait_decides_a_trace_whose_root_never_comes() -> None:
 
 
 async def test_late_spans_follow_the_decision_kept_or_dropped() -> None:
-    h = Harness(KEEP_ERRORS)
+    h = await Harness.start(KEEP_ERRORS)
     kept_id, kept, kept_spans = trace_in_batches(2, [[2, 0], [1]], error=True)
     dropped_id, dropped, _ = trace_in_batches(2, [[2, 0], [1]])
 
@@ -137,7 +62,7 @@ async def test_late_spans_follow_the_decision_kept_or_dropped() -> None:
 
 
 async def test_a_trace_over_the_span_cap_is_decided_early_and_stays_whole() -> None:
-    h = Harness(KEEP_ERRORS, max_spans_per_trace=4)
+    h = await Harness.start(KEEP_ERRORS, max_spans_per_trace=4)
     trace_id, batches, span_ids = trace_in_batches(
         6, [[1, 2], [3, 4, 6], [5, 0]], error=True
     )
@@ -153,7 +78,7 @@ async def test_a_trace_over_the_span_cap_is_decided_early_and_stays_whole() -> N
 
 
 async def test_the_trace_cap_forces_the_oldest_trace_out() -> None:
-    h = Harness(KEEP_ALL, max_traces=2, decision_cache_size=10)
+    h = await Harness.start(KEEP_ALL, max_traces=2, decision_cache_size=10)
     ids = []
     for _ in range(3):
         trace_id, batches, _ = trace_in_batches(1, [[1]])
@@ -167,7 +92,7 @@ async def test_the_trace_cap_forces_the_oldest_trace_out() -> None:
 
 
 async def test_a_replayed_input_record_is_not_buffered_twice() -> None:
-    h = Harness(KEEP_ALL)
+    h = await Harness.start(KEEP_ALL)
     _, batches, _ = trace_in_batches(1, [[1]])
 
     await h.sampler.on_batch(0, 7, batches[0])
@@ -178,7 +103,7 @@ async def test_a_replayed_input_record_is_not_buffered_twice() -> None:
 
 
 async def test_the_decision_cache_is_bounded_and_evictions_are_durable() -> None:
-    h = Harness(KEEP_ALL, max_traces=1, decision_cache_size=2)
+    h = await Harness.start(KEEP_ALL, max_traces=1, decision_cache_size=2)
     for _ in range(4):
         _, batches, _ = trace_in_batches(1, [[1, 0]])
         await h.feed(batches[0])
@@ -191,7 +116,7 @@ async def test_the_decision_cache_is_bounded_and_evictions_are_durable() -> None
 
 
 async def test_restore_rebuilds_pending_traces_and_decisions() -> None:
-    h = Harness(KEEP_ALL)
+    h = await Harness.start(KEEP_ALL)
     pending_id, pending, _ = trace_in_batches(2, [[1], [2], [0]])
     decided_id, decided, _ = trace_in_batches(1, [[1, 0], [1]])
     await h.feed(pending[0])
@@ -206,7 +131,7 @@ async def test_restore_rebuilds_pending_traces_and_decisions() -> None:
 
     restarted = h.new_sampler(KEEP_ALL)
     h.sampler = restarted
-    stale = restarted.restore(
+    stale = await restarted.restore(
         list(h.store.batches.items()), list(h.store.decisions.items()), {0}
     )
 
@@ -222,17 +147,18 @@ async def test_restore_rebuilds_pending_traces_and_decisions() -> None:
 
 
 async def test_restore_ignores_partitions_owned_by_others() -> None:
-    h = Harness(KEEP_ALL)
+    h = await Harness.start(KEEP_ALL)
     _, batches, _ = trace_in_batches(1, [[1]])
     await h.feed(batches[0], partition=2)
 
-    stale = h.new_sampler(KEEP_ALL).restore(list(h.store.batches.items()), [], {0, 1})
+    restarted = h.new_sampler(KEEP_ALL)
+    stale = await restarted.restore(list(h.store.batches.items()), [], {0, 1})
 
     assert stale == []
 
 
 async def test_undecodable_input_is_counted_not_fatal() -> None:
-    h = Harness(KEEP_ALL)
+    h = await Harness.start(KEEP_ALL)
 
     await h.feed(b"garbage")
 
@@ -243,7 +169,7 @@ async def test_undecodable_input_is_counted_not_fatal() -> None:
 
 
 async def test_a_failed_emit_keeps_the_trace_for_the_next_tick() -> None:
-    h = Harness(KEEP_ALL)
+    h = await Harness.start(KEEP_ALL)
     trace_id, batches, _ = trace_in_batches(1, [[1, 0]])
     await h.feed(batches[0])
     h.clock.now_s += 3
@@ -272,7 +198,7 @@ def test_metrics_page_has_the_counters() -> None:
 
 
 async def test_the_buffer_reads_batches_back_from_the_store_at_decision() -> None:
-    h = Harness(KEEP_ALL)
+    h = await Harness.start(KEEP_ALL)
     trace_id, batches, span_ids = trace_in_batches(3, [[1], [2, 3], [0]])
     for batch in batches:
         await h.feed(batch)

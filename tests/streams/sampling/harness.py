@@ -1,0 +1,111 @@
+"""A sampler driven directly: a dict store, a fake clock, a recording send."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import schemas
+from streams.sampling import policies as p
+from streams.sampling.sampler import Sampler
+from streams.sampling.settings import SamplingSettings
+
+CODEC = schemas.codec("span_batch")
+PARTITIONS = {0, 1, 2}
+
+
+class MemoryStore:
+    """The tables' changelog as dicts: what a restarted worker would recover."""
+
+    def __init__(self) -> None:
+        self.batches: dict[bytes, bytes] = {}
+        self.decisions: dict[bytes, bytes] = {}
+        # (table, partition, key) of every write, in order.
+        self.writes: list[tuple[str, int, bytes]] = []
+
+    def get_batch(self, partition: int, key: bytes) -> bytes | None:
+        return self.batches.get(key)
+
+    def put_batch(self, partition: int, key: bytes, value: bytes) -> None:
+        self.writes.append(("batch", partition, key))
+        self.batches[key] = value
+
+    def delete_batch(self, partition: int, key: bytes) -> None:
+        self.writes.append(("batch", partition, key))
+        self.batches.pop(key, None)
+
+    def put_decision(self, partition: int, trace_id: str, value: bytes) -> None:
+        self.writes.append(("decision", partition, trace_id.encode()))
+        self.decisions[trace_id.encode()] = value
+
+    def delete_decision(self, partition: int, trace_id: str) -> None:
+        self.writes.append(("decision", partition, trace_id.encode()))
+        self.decisions.pop(trace_id.encode(), None)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now_s = 1000.0
+
+    def __call__(self) -> float:
+        return self.now_s
+
+
+class Harness:
+    def __init__(self, policies: p.PolicySet, **overrides: Any) -> None:
+        values = {"decision_wait_s": 30.0, "quiet_period_s": 2.0, **overrides}
+        self.settings = SamplingSettings(**values)
+        self.store = MemoryStore()
+        self.clock = Clock()
+        self.sent: list[dict[str, Any]] = []
+        self.offset = 0
+        # While cleared, a send waits: a delivery the test holds up.
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.sending = asyncio.Event()
+        self.sampler = self.new_sampler(policies)
+
+    @classmethod
+    async def start(cls, policies: p.PolicySet, **overrides: Any) -> Harness:
+        """A harness whose sampler owns ``PARTITIONS``, as after a recovery."""
+        harness = cls(policies, **overrides)
+        await harness.sampler.restore([], [], set(PARTITIONS))
+        return harness
+
+    def new_sampler(self, policies: p.PolicySet) -> Sampler:
+        return Sampler(
+            self.settings, policies, CODEC, self.store, self.send, clock=self.clock
+        )
+
+    async def send(self, key: bytes, value: bytes) -> Any:
+        self.sending.set()
+        await self.gate.wait()
+        self.sent.append(CODEC.decode(value))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    async def feed(self, value: bytes, partition: int = 0) -> None:
+        self.offset += 1
+        await self.sampler.on_batch(partition, self.offset, value)
+
+    async def restart(self, policies: p.PolicySet) -> list[bytes]:
+        """A new sampler recovering what the store holds, as after a crash."""
+        self.sampler = self.new_sampler(policies)
+        return await self.sampler.restore(
+            list(self.store.batches.items()),
+            list(self.store.decisions.items()),
+            set(PARTITIONS),
+        )
+
+    def sent_spans(self, trace_id: str) -> set[str]:
+        return {
+            s["span_id"]
+            for r in self.sent
+            if r["trace_id"] == trace_id
+            for s in r["spans"]
+        }
+
+
+KEEP_ALL = p.PolicySet([p.AlwaysSample("all")], [])
+KEEP_ERRORS = p.PolicySet([p.StatusCode("errors", ["ERROR"])], [])
