@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import faust.stores
 from faust.stores.rocksdb import Store as RocksDBStore
+from faust.types import TP
 
 from streams.sampling.settings import ROCKSDB
 
@@ -39,10 +40,19 @@ faust.stores.STORES.aliases[ROCKSDB_SCHEME] = f"{__name__}:PartitionedRocksDBSto
 class PartitionedRocksDBStore(RocksDBStore):
     """Faust's RocksDB store, plus access by explicit partition.
 
-    Only the databases of assigned partitions are open. A write for another
-    partition (a decision finishing just after a rebalance took its partition
-    away) goes to the changelog alone, from which the new owner reads it.
+    Only the databases of assigned partitions are open, and a read or write
+    for another partition does nothing here. The sampler writes nothing for
+    a partition it does not own; the store also refuses to record a
+    changelog offset for one, which Faust does when any changelog write is
+    acknowledged: that offset would make a later recovery of the partition
+    start after what its other owner wrote in between.
     """
+
+    def set_persisted_offset(self, tp: TP, offset: int) -> None:
+        """Record ``offset`` only for a changelog partition assigned here."""
+        assignor = self.app.assignor
+        if tp in assignor.assigned_actives() or tp in assignor.assigned_standbys():
+            super().set_persisted_offset(tp, offset)
 
     def get_in(self, partition: int, key: bytes) -> bytes | None:
         db = self._dbs.get(partition)

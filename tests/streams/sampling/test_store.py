@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from faust.assignor.client_assignment import ClientAssignment
 from faust.types import TP
+from faust.types.tuples import RecordMetadata
 
 from streams.sampling.store import (
     PartitionedRocksDBStore,
@@ -99,6 +101,36 @@ async def test_rocksdb_batches_outlive_the_process(tmp_path: Path) -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "b'batch-c'"
+
+
+class Acked:
+    """What Faust's producer hands a changelog write's callback once acked."""
+
+    def __init__(self, tp: TP, offset: int) -> None:
+        self.metadata = RecordMetadata(tp.topic, tp.partition, tp, offset, 0.0, 0)
+
+    def result(self) -> RecordMetadata:
+        return self.metadata
+
+
+async def test_an_acked_write_for_an_unassigned_partition_records_no_offset(
+    tmp_path: Path,
+) -> None:
+    table = new_table(tmp_path, "rocksdb")
+    topic = table.changelog_topic_name
+    await assign(table, 0)
+    table.app.assignor._assignment = ClientAssignment(
+        actives={topic: [0]}, standbys={topic: [1]}
+    )
+
+    # A write for partition 2 (taken away by a rebalance) is acknowledged.
+    table._on_changelog_sent(Acked(TP(topic, 2), 42))
+    table._on_changelog_sent(Acked(TP(topic, 0), 7))
+    table._on_changelog_sent(Acked(TP(topic, 1), 9))
+
+    assert not table.data.partition_path(2).exists()
+    assert table.data.persisted_offset(TP(topic, 0)) == 7
+    assert table.data.persisted_offset(TP(topic, 1)) == 9
 
 
 def test_memory_store_ignores_the_partition(tmp_path: Path) -> None:
