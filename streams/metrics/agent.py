@@ -28,7 +28,7 @@ from llmobs import topics
 from llmobs.errors import SchemaError
 from llmobs.retry import Backoff, ShutdownRequested, retry_async
 from streams.metrics.settings import MetricsSettings
-from streams.metrics.state import SavedState, Write
+from streams.metrics.state import SavedState, Write, partition_keys
 from streams.metrics.window import CORRECTION, PartitionWindows
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,11 @@ class Aggregator:
             for partition in partitions:
                 self.partitions.pop(partition, None)
                 self._revoked.pop(partition, None)
+                # Written here, not by recovery, Faust would keep them: a key
+                # the next owner deletes must not come back if this worker
+                # owns the partition again after the tombstone is compacted.
+                for key in partition_keys(self.table.data, partition):
+                    self.table.data.pop(key, None)
 
     def _restore(self, partition: int) -> SavedState:
         source = f"{self.input_topic}[{partition}]"

@@ -213,6 +213,13 @@ class SavedState:
             w.unsaved.append(record)
 
 
+def partition_keys(data: Mapping[bytes, Any], partition: int) -> list[bytes]:
+    """Every key of ``partition``'s state in ``data``, either layout."""
+    prefix = f"{partition}:".encode()
+    legacy = str(partition).encode()
+    return [k for k in data if k == legacy or k.startswith(prefix)]
+
+
 def _hash(data: bytes) -> bytes:
     return hashlib.sha256(data).hexdigest()[:32].encode()
 

@@ -126,3 +126,15 @@ async def test_spans_replayed_from_the_archive_are_not_counted_again() -> None:
     assert worker.replays_skipped == 3
     assert "llmobs_metrics_archive_replays_skipped_total 3" in worker.prometheus()
     assert len(consumer_acks(first + replayed)) == 6
+
+
+async def test_a_revoked_partition_leaves_no_state_behind_to_come_back() -> None:
+    table = FakeTable()
+    worker = aggregator(table)
+    worker.assign([0, 1])
+    await agent.process(worker, events(0, range(3)) + events(1, range(2)))
+    assert any(k.startswith(b"0:") for k in table.data)
+
+    await worker.revoke([0])
+
+    assert table.data and not any(k.startswith(b"0:") for k in table.data)
