@@ -6,6 +6,10 @@ steps, in order: the handler makes it durable (or says which records are
 dead), the dead letters are confirmed by the DLQ topic, then the offsets the
 handler releases are committed. A crash between steps replays the batch, so
 delivery is at-least-once; idempotent handlers make storage exactly-once.
+A handler whose backend stays away past its own retry deadline raises
+``BackendUnavailable``: the loop then holds the batch, uncommitted, with its
+partitions paused but its group membership kept, and hands the same batch to
+the handler again after a back-off, until it is written or shutdown comes.
 Every ``PROGRESS_EVERY_S`` the loop logs its counters, when they changed.
 """
 
@@ -13,102 +17,56 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Any
 
-from confluent_kafka import (
-    Consumer,
-    KafkaError,
-    KafkaException,
-    Message,
-    Producer,
-    TopicPartition,
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+
+from llmobs.errors import StageError
+from llmobs.kafka import consumer_config
+from llmobs.retry import Backoff, ShutdownRequested, retry_async
+from sinks.batch import (
+    BackendUnavailable,
+    BatchHandler,
+    DeadLetters,
+    Item,
+    Position,
+    ReportsProgress,
+    dlq_headers,
+    next_offsets,
 )
 
-from llmobs import topics
-from llmobs.errors import StageError
-from llmobs.kafka import consumer_config, producer_config
-from llmobs.retry import ShutdownRequested
+# The handler's side of the loop is defined in sinks.batch; sinks import it
+# from here too.
+__all__ = [
+    "BackendUnavailable",
+    "BatchConsumer",
+    "BatchHandler",
+    "Item",
+    "LoopSettings",
+    "Position",
+    "ReportsProgress",
+    "dlq_headers",
+    "next_offsets",
+]
 
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY_S = 10.0
 CONSUME_MAX_MESSAGES = 500
 CONSUME_MAX_WAIT_S = 0.5
-DLQ_FLUSH_TIMEOUT_S = 30.0
-MAX_DETAIL_CHARS = 500
 # Waiting for the first assignment is not idling, up to this long.
 JOIN_GRACE_S = 30.0
+# librdkafka's own default; a sink whose write may take longer sets its own.
+DEFAULT_MAX_POLL_INTERVAL_S = 300.0
+# Between two writes of a held batch; never past max_s, so the poll that keeps
+# the membership comes well within any max.poll.interval.
+HOLD_BACKOFF = Backoff(initial_s=1.0, max_s=30.0, deadline_s=math.inf)
 
-Position = tuple[str, int]
 # records, batches, dead-lettered, lag, the handler's own counters
 Progress = tuple[int, int, int, int | None, str]
-
-
-@dataclass
-class Item:
-    """One consumed record: its decoded payload, or why it goes to the DLQ."""
-
-    message: Message
-    payload: Any = None
-    size: int = 0
-    reason: str = ""
-    detail: str = ""
-    extra_headers: list[tuple[str, str]] = field(default_factory=list)
-
-    @property
-    def dead(self) -> bool:
-        return bool(self.reason)
-
-    def kill(self, reason: str, detail: str, **headers: str) -> None:
-        """Send this record to the DLQ instead of the backend."""
-        self.reason = reason
-        self.detail = detail
-        self.extra_headers = list(headers.items())
-
-    @property
-    def position(self) -> Position:
-        return (self.message.topic() or "", self.message.partition() or 0)
-
-    @property
-    def offset(self) -> int:
-        offset = self.message.offset()
-        return -1 if offset is None else offset
-
-
-class BatchHandler(Protocol):
-    """What a sink plugs into the loop."""
-
-    def decode(self, message: Message) -> Item:
-        """The record as an Item; ``kill`` it when it cannot be read."""
-
-    async def write(
-        self, items: list[Item], stop: asyncio.Event
-    ) -> list[TopicPartition] | None:
-        """Make the live items durable; return the offsets now safe to commit.
-
-        None means every item's next offset. Raising leaves the batch
-        uncommitted, to be read again after a restart.
-        """
-
-    async def tick(self, stop: asyncio.Event) -> list[TopicPartition] | None:
-        """Periodic work between batches; offsets to commit, or None."""
-
-    async def close(self, stop: asyncio.Event) -> list[TopicPartition] | None:
-        """Shutdown: make what is buffered durable; offsets to commit."""
-
-    def revoke(self, positions: set[Position]) -> None:
-        """Forget buffered state of partitions this worker no longer owns."""
-
-
-@runtime_checkable
-class ReportsProgress(Protocol):
-    """Optional for a handler: its own counters, appended to the progress line."""
-
-    def progress(self) -> str:
-        """E.g. ``"120 spans written, 3 duplicates"``; never record contents."""
 
 
 @dataclass(frozen=True)
@@ -125,14 +83,8 @@ class LoopSettings:
     # Take only as many records per poll as the batch has room for, judged by
     # the mean size of the records seen so far, so batches stay near the size.
     bounded_polls: bool = False
-
-
-def next_offsets(items: Sequence[Item]) -> list[TopicPartition]:
-    """The offset after the last record of each partition among ``items``."""
-    ends: dict[Position, int] = {}
-    for item in items:
-        ends[item.position] = max(ends.get(item.position, 0), item.offset + 1)
-    return [TopicPartition(t, p, o) for (t, p), o in sorted(ends.items())]
+    # The group evicts a member that does not poll for this long.
+    max_poll_interval_s: float = DEFAULT_MAX_POLL_INTERVAL_S
 
 
 class BatchConsumer:
@@ -149,17 +101,23 @@ class BatchConsumer:
         self._size = 0
         self._seen_size = 0
         self._started_s = 0.0
-        self._dlq_errors: list[KafkaError] = []
         self._consumer: Any = None
-        self._producer: Any = None
+        self._dlq: DeadLetters | None = None
         self._active_s = 0.0
         self._assigned = False
+        self._assignment: set[Position] = set()
+        self._polled_s = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set (or ``max_idle_s`` passes), then close."""
         s = self.settings
-        self._consumer = Consumer(consumer_config(s.kafka_bootstrap, s.group_id))
-        self._producer = Producer(producer_config(s.kafka_bootstrap))
+        max_poll_ms = int(s.max_poll_interval_s * 1000)
+        self._consumer = Consumer(
+            consumer_config(
+                s.kafka_bootstrap, s.group_id, **{"max.poll.interval.ms": max_poll_ms}
+            )
+        )
+        self._dlq = DeadLetters(s.kafka_bootstrap, s.dlq_topic)
         self._consumer.subscribe(
             [s.topic], on_assign=self._on_assign, on_revoke=self._on_revoke
         )
@@ -177,7 +135,7 @@ class BatchConsumer:
             )
         finally:
             await asyncio.to_thread(self._consumer.close)
-            await asyncio.to_thread(self._producer.flush, DLQ_FLUSH_TIMEOUT_S)
+            await self._dlq.close()
 
     async def _loop(self, stop: asyncio.Event) -> None:
         s = self.settings
@@ -188,9 +146,7 @@ class BatchConsumer:
             if self._items:
                 due_s = self._started_s + s.flush_interval_s - time.monotonic()
                 wait_s = max(0.0, min(wait_s, due_s))
-            messages = await asyncio.to_thread(
-                self._consumer.consume, self._room(), wait_s
-            )
+            messages = await self._consume(self._room(), wait_s)
             now_s = time.monotonic()
             if messages:
                 self._active_s = now_s
@@ -214,6 +170,28 @@ class BatchConsumer:
             if limit_s is not None and idle_s >= limit_s:
                 log.info("%s: no new records for %.1fs; stopping", self.name, idle_s)
                 return
+
+    async def _consume(self, count: int, wait_s: float) -> list[Message]:
+        # The group's poll timer restarts when consume is called, not when
+        # it returns: owns() counts from here.
+        self._polled_s = time.monotonic()
+        messages: list[Message] = await asyncio.to_thread(
+            self._consumer.consume, count, wait_s
+        )
+        return messages
+
+    def owns(self, position: Position) -> bool:
+        """Whether ``position`` is still ours: assigned, and polled recently.
+
+        A member that has not polled for ``max_poll_interval_s`` has been
+        evicted and its partitions given to another, although no revoke has
+        reached it yet. A margin keeps a check from racing that deadline.
+        """
+        if position not in self._assignment:
+            return False
+        margin_s = min(30.0, self.settings.max_poll_interval_s / 10)
+        since_poll_s = time.monotonic() - self._polled_s
+        return since_poll_s < self.settings.max_poll_interval_s - margin_s
 
     def _room(self) -> int:
         """How many records the next poll may take."""
@@ -288,15 +266,19 @@ class BatchConsumer:
             self._size += item.size
 
     async def _flush(self, stop: asyncio.Event) -> None:
-        items = self._items
-        if not items:
+        if not self._items:
             return
 
-        # Step 1: the handler makes the live records durable.
-        offsets = await self.handler.write(items, stop)
+        # Step 1: the handler makes the live records durable. A batch held
+        # while the backend was away may have lost revoked partitions since.
+        offsets = await self._write(stop)
+        items = self._items
 
         # Step 2: dead letters are acknowledged by Kafka before the commit.
-        await self._dead_letter([item for item in items if item.dead])
+        dead = [item for item in items if item.dead]
+        if dead and self._dlq is not None:
+            await self._dlq.send(dead)
+            self.dead_lettered += len(dead)
 
         # Step 3: only now may the group move past these records.
         await self._commit(next_offsets(items) if offsets is None else offsets)
@@ -304,36 +286,69 @@ class BatchConsumer:
         self._items = []
         self._size = 0
 
-    async def _dead_letter(self, dead: list[Item]) -> None:
-        if not dead:
-            return
-        self._dlq_errors.clear()
-        for item in dead:
-            self._producer.produce(
-                self.settings.dlq_topic,
-                key=item.message.key(),
-                value=item.message.value(),
-                headers=dlq_headers(item),
-                on_delivery=self._on_dlq_delivery,
-            )
-            log.warning(
-                "dead-lettered %s[%d] %d: %s",
-                item.position[0],
-                item.position[1],
-                item.offset,
-                item.reason,
-            )
-        remaining = await asyncio.to_thread(self._producer.flush, DLQ_FLUSH_TIMEOUT_S)
-        if remaining or self._dlq_errors:
-            raise StageError(
-                f"dead letters not confirmed by {self.settings.dlq_topic}: "
-                f"{remaining} pending, errors {self._dlq_errors[:3]}"
-            )
-        self.dead_lettered += len(dead)
+    async def _write(self, stop: asyncio.Event) -> list[TopicPartition] | None:
+        """The handler's write, repeated while its backend is unavailable."""
+        paused: set[Position] = set()
+        held = False
 
-    def _on_dlq_delivery(self, error: KafkaError | None, _message: Message) -> None:
-        if error is not None:
-            self._dlq_errors.append(error)
+        async def attempt() -> list[TopicPartition] | None:
+            nonlocal held
+            if held:
+                await self._poll_paused(paused)
+            try:
+                return await self.handler.write(self._items, stop)
+            except BackendUnavailable as exc:
+                if not held:
+                    held = True
+                    log.warning(
+                        "%s: holding %d records until the backend is back: %s",
+                        self.name,
+                        len(self._items),
+                        exc,
+                    )
+                    self._pause(paused)
+                raise
+
+        try:
+            return await retry_async(
+                f"{self.name}: writing a held batch",
+                attempt,
+                retriable=(BackendUnavailable,),
+                backoff=HOLD_BACKOFF,
+                shutdown=stop,
+            )
+        finally:
+            self._resume(paused)
+
+    async def _poll_paused(self, paused: set[Position]) -> None:
+        """Poll without fetching, so the group keeps us and rebalances run."""
+        self._take(await self._consume(CONSUME_MAX_MESSAGES, 0))
+        # Partitions assigned meanwhile are paused too: the batch is held.
+        self._pause(paused)
+
+    def _pause(self, paused: set[Position]) -> None:
+        # The whole assignment, every time: a partition revoked and assigned
+        # again while the batch is held comes back unpaused.
+        current = sorted(self._assignment)
+        try:
+            self._consumer.pause([TopicPartition(t, p) for t, p in current])
+        except KafkaException as exc:
+            log.warning("%s: cannot pause %s: %s", self.name, current, exc)
+            return
+        paused.clear()
+        paused.update(current)
+
+    def _resume(self, paused: set[Position]) -> None:
+        # Only partitions still ours and paused: resuming one that is not
+        # paused can move its fetch position back.
+        kept = sorted(paused & self._assignment)
+        paused.clear()
+        if not kept:
+            return
+        try:
+            self._consumer.resume([TopicPartition(t, p) for t, p in kept])
+        except KafkaException as exc:
+            log.warning("%s: cannot resume %s: %s", self.name, kept, exc)
 
     async def _commit(self, offsets: list[TopicPartition] | None) -> None:
         if not offsets:
@@ -359,12 +374,14 @@ class BatchConsumer:
         # Idle time counts from the assignment: joining the group is not idling.
         self._active_s = time.monotonic()
         self._assigned = True
+        self._assignment |= {(tp.topic, tp.partition) for tp in partitions}
         log.info("%s: partitions assigned: %s", self.name, _names(partitions))
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Runs inside consume(). Unwritten records of these partitions are
         # dropped; the next owner reads them again from the committed offset.
         revoked = {(tp.topic, tp.partition) for tp in partitions}
+        self._assignment -= revoked
         kept = [item for item in self._items if item.position not in revoked]
         dropped = len(self._items) - len(kept)
         self._items = kept
@@ -380,19 +397,3 @@ class BatchConsumer:
 
 def _names(partitions: list[TopicPartition]) -> str:
     return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "none"
-
-
-def dlq_headers(item: Item) -> list[tuple[str, str | bytes | None]]:
-    """The record's own headers plus why and from where it was dead-lettered."""
-    topic, partition = item.position
-    raw = item.message.headers() or []
-    headers = list(raw.items()) if isinstance(raw, dict) else list(raw)
-    headers += [
-        (topics.HEADER_DLQ_REASON, item.reason),
-        (topics.HEADER_DLQ_DETAIL, item.detail[:MAX_DETAIL_CHARS]),
-        (topics.HEADER_DLQ_TOPIC, topic),
-        (topics.HEADER_DLQ_PARTITION, str(partition)),
-        (topics.HEADER_DLQ_OFFSET, str(item.offset)),
-    ]
-    headers += item.extra_headers
-    return headers

@@ -10,7 +10,7 @@ serialized message may simply be concatenated.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from llmobs.otlp.wire import encode_field
@@ -36,19 +36,23 @@ class RequestBuilder:
         self.spans = 0
         self._groups: dict[ResourceKey, dict[ScopeKey, list[bytes]]] = {}
 
-    def add(self, record: dict[str, Any]) -> int:
-        """Add every span of one SpanBatch record; returns how many."""
+    def add(self, record: dict[str, Any], indexes: Sequence[int] | None = None) -> int:
+        """Add the spans of one SpanBatch record (all, or these); returns how many."""
         resources = record["resources"]
-        added = 0
-        for span in record["spans"]:
+        spans = record["spans"]
+        # Every span is read before any is kept: a record that fails half-way
+        # must leave nothing in the request, since it goes to the DLQ whole.
+        ready = []
+        for span in spans if indexes is None else [spans[i] for i in indexes]:
             rs = resources[span["resource_index"]]
             resource_key = (rs["resource_proto"], rs.get("resource_schema_url", ""))
             scope_key = (rs["scope_proto"], rs.get("scope_schema_url", ""))
+            ready.append((resource_key, scope_key, span_bytes(span)))
+        for resource_key, scope_key, data in ready:
             scopes = self._groups.setdefault(resource_key, {})
-            scopes.setdefault(scope_key, []).append(span_bytes(span))
-            added += 1
-        self.spans += added
-        return added
+            scopes.setdefault(scope_key, []).append(data)
+        self.spans += len(ready)
+        return len(ready)
 
     def build(self) -> bytes:
         """The serialized ExportTraceServiceRequest."""

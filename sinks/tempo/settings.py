@@ -35,7 +35,9 @@ class TempoSettings:
     flush_interval_s: float = setting(1.0, "longest wait before exporting a batch")
     request_timeout_s: float = setting(10.0, "timeout of one export request")
     retry_deadline_s: float = setting(
-        120.0, "how long a batch is retried on 429/502/503/504 and network errors"
+        120.0,
+        "how long a batch is retried on 429/502/503/504 and network errors "
+        "before it is held, uncommitted, and tried again after a back-off",
     )
     max_idle_s: float | None = setting(
         None, "stop after this long without new records (unset: run forever)"

@@ -4,27 +4,36 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from aiohttp import web
+from google.rpc import status_pb2
 
 from llmobs.errors import RetriableStageError
 from llmobs.retry import Backoff
-from sinks.tempo.exporter import ExportRejected, OtlpHttpExporter, retry_after_s
+from sinks.tempo.exporter import (
+    ExportInvalid,
+    ExportRejected,
+    OtlpHttpExporter,
+    retry_after_s,
+)
 
 
 class Backend:
-    """Answers each POST with the next scripted (status, headers)."""
+    """Answers each POST with the next scripted (status, headers[, body])."""
 
     def __init__(self) -> None:
-        self.script: list[tuple[int, dict[str, str]]] = []
+        self.script: list[tuple[Any, ...]] = []
         self.seen: list[tuple[float, dict[str, str], bytes]] = []
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         self.seen.append((time.monotonic(), dict(request.headers), body))
-        status, headers = self.script.pop(0) if self.script else (200, {})
-        return web.Response(status=status, headers=headers, body=b"nope")
+        status, headers, *rest = self.script.pop(0) if self.script else (200, {})
+        return web.Response(
+            status=status, headers=headers, body=rest[0] if rest else b"nope"
+        )
 
 
 @pytest.fixture
@@ -97,6 +106,52 @@ async def test_gives_up_at_the_deadline(backend: tuple[Backend, str]) -> None:
 
     assert time.monotonic() - started < 2.0
     assert len(state.seen) > 1
+
+
+async def test_retry_after_past_the_deadline_gives_up_at_once(
+    backend: tuple[Backend, str],
+) -> None:
+    state, url = backend
+    state.script = [(429, {"Retry-After": "30"})] * 10
+    client = exporter(url, deadline_s=2.0)
+
+    with pytest.raises(RetriableStageError):
+        await client.export(b"payload", "acme")
+    # Until the backend's wait is over, the tenant's next request is not sent.
+    with pytest.raises(RetriableStageError):
+        await client.export(b"payload", "acme")
+    await client.close()
+
+    assert len(state.seen) == 1
+
+
+async def test_protobuf_error_body_gives_the_status_message(
+    backend: tuple[Backend, str],
+) -> None:
+    state, url = backend
+    body = status_pb2.Status(code=3, message="unexpected EOF").SerializeToString()
+    assert body[:4] == bytes.fromhex("0803120e")  # what Jaeger answers
+    state.script = [(400, {"Content-Type": "application/x-protobuf"}, body)]
+    client = exporter(url)
+
+    with pytest.raises(ExportRejected) as raised:
+        await client.export(b"payload", "acme")
+    await client.close()
+
+    assert raised.value.body == "unexpected EOF"
+
+
+async def test_a_header_the_client_cannot_send_is_final(
+    backend: tuple[Backend, str],
+) -> None:
+    state, url = backend
+    client = exporter(url)
+
+    with pytest.raises(ExportInvalid):
+        await client.export(b"payload", "evil\r\nX-Injected: 1")
+    await client.close()
+
+    assert state.seen == []
 
 
 async def test_unreachable_backend_is_retried_until_the_deadline() -> None:
