@@ -59,14 +59,26 @@ class _LocalStore:
     def get_batch(self, partition: int, key: bytes) -> bytes | None:
         return cast(bytes | None, self.local.get_in(partition, key))
 
-    def put_batch(self, partition: int, key: bytes, value: bytes) -> None:
+    def put_batch(self, partition: int, key: bytes, value: bytes) -> Any:
         self.local.put_in(partition, key, value)
+        return _done()
 
-    def delete_batch(self, partition: int, key: bytes) -> None:
+    def delete_batch(self, partition: int, key: bytes) -> Any:
         self.local.delete_in(partition, key)
+        return _done()
 
-    def put_decision(self, partition: int, trace_id: str, value: bytes) -> None: ...
-    def delete_decision(self, partition: int, trace_id: str) -> None: ...
+    def put_decision(self, partition: int, trace_id: str, value: bytes) -> Any:
+        return _done()
+
+    def delete_decision(self, partition: int, trace_id: str) -> Any:
+        return _done()
+
+
+def _done() -> asyncio.Future[None]:
+    """A write Kafka confirmed at once."""
+    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    future.set_result(None)
+    return future
 
 
 @contextlib.contextmanager
@@ -111,9 +123,7 @@ def bench_sampler(traces: int) -> tuple[float, float, float]:
     settings = dataclasses.replace(SamplingSettings(), **room)  # type: ignore[type-var]
 
     async def send(key: bytes, value: bytes) -> asyncio.Future[None]:
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
+        return _done()
 
     clock = [0.0]
 

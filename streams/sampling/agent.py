@@ -6,26 +6,57 @@ explicitly (the trace's input partition), because decisions are also made by
 the timer, outside any stream event. On a rebalance the revoke waits for the
 running decision, then the revoked partitions' traces are forgotten here and
 recovered from the tables by their new owner.
+
+Input is taken in batches; a batch is acknowledged only once its writes
+and deliveries are confirmed by Kafka, so a committed offset is never ahead
+of the changelog.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import faust
 
 import schemas
 from llmobs import topics
+from llmobs.retry import ShutdownRequested
 from streams.sampling import config
-from streams.sampling.sampler import Sampler, parse_batch_key
+from streams.sampling.sampler import Sampler
 from streams.sampling.settings import SamplingSettings
+from streams.sampling.state import parse_batch_key
 from streams.sampling.store import TableStore, table_options
 
 log = logging.getLogger(__name__)
 
 SPANS_TABLE = "sampling-spans"
 DECISIONS_TABLE = "sampling-decisions"
+
+
+def withhold_acks(events: Iterable[Any]) -> None:
+    """Keep ``events`` from ever being acknowledged to the consumer.
+
+    ``take_events`` acknowledges every event of a batch in a ``finally``,
+    even when the body raised or was cancelled. Marked acked here, a message
+    is skipped by that acknowledgement, so its offset is never committed:
+    whoever reads the partition next reads it again.
+    """
+    for event in events:
+        event.message.acked = True
+
+
+async def process(sampler: Sampler, events: Sequence[Any]) -> None:
+    """Buffer one batch of events; withhold the acks of what is not durable."""
+    records = [(e.message.partition, e.message.offset, e.value) for e in events]
+    try:
+        not_durable = await sampler.on_records(records)
+    except BaseException:
+        # Unknown how far its writes got: nothing of this batch may commit.
+        withhold_acks(events)
+        raise
+    withhold_acks(e for e in events if e.message.partition in not_durable)
 
 
 def register(
@@ -69,9 +100,18 @@ def register(
 
     @app.agent(source, name="sampling")
     async def sample(stream: Any) -> None:
-        async for event in stream.events():
-            message = event.message
-            await sampler.on_batch(message.partition, message.offset, event.value)
+        async for events in stream.take_events(
+            settings.sampling_batch_records, within=settings.sampling_batch_wait_s
+        ):
+            # Acknowledged when this body returns: by then Kafka has the
+            # batch's writes and deliveries.
+            try:
+                await process(sampler, events)
+            except Exception as exc:
+                # Its acks withheld, the partition cannot move on in this
+                # process; a restarted worker reads the batch again.
+                await app.crash(exc)
+                raise
 
     @app.timer(settings.decision_tick_s, name="sampling-decide")
     async def decide_due() -> None:
@@ -85,15 +125,20 @@ def register(
             for tp in app.assignor.assigned_actives()
             if tp.topic == input_topic
         }
-        batches = _owned(spans_table.data, partitions)
-        decisions = list(decisions_table.data.items())
-        for key in await sampler.restore(batches, decisions, partitions):
-            store.delete_batch(parse_batch_key(key)[1], key)
+        # Faust runs this in a task whose errors nobody reads: report them.
+        try:
+            batches = _owned(spans_table.data, partitions)
+            decisions = list(decisions_table.data.items())
+            await sampler.restore(batches, decisions, partitions)
+        except ShutdownRequested:
+            log.info("sampler recovery cut short by another rebalance")
+        except Exception as exc:
+            await app.crash(exc)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def revoked(sender: Any, partitions: Any, **kwargs: Any) -> None:
         # Faust flushed its producer before this signal: whatever a decision
-        # still writes must be done before the new owner recovers.
+        # still writes is confirmed before the new owner may recover.
         await sampler.revoke(
             {tp.partition for tp in partitions if tp.topic == input_topic}
         )

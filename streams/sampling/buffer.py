@@ -7,7 +7,7 @@ the trace started and went quiet, whether its root ended, its size.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 COMPLETE = "complete"
@@ -105,6 +105,31 @@ class TraceBuffer:
             if trace.trace_id not in chosen:
                 out.append((trace, DECISION_WAIT))
         return out
+
+    def over_caps(
+        self,
+        grown: Iterable[PendingTrace],
+        max_spans_per_trace: int,
+        max_bytes_per_trace: int,
+        max_traces: int,
+    ) -> list[tuple[PendingTrace, str]]:
+        """Traces to decide early, with the cap: too large ones, then the
+        oldest ones beyond ``max_traces``."""
+        forced: list[tuple[PendingTrace, str]] = []
+        for trace in grown:
+            if trace.spans >= max_spans_per_trace:
+                forced.append((trace, "max_spans_per_trace"))
+            elif trace.size_bytes >= max_bytes_per_trace:
+                forced.append((trace, "max_bytes_per_trace"))
+        chosen = {trace.trace_id for trace, _ in forced}
+        excess = len(self.traces) - len(chosen) - max_traces
+        for trace in self.traces.values():
+            if excess <= 0:
+                break
+            if trace.trace_id not in chosen:
+                forced.append((trace, "max_traces"))
+                excess -= 1
+        return forced
 
     def forget(self, keep_partitions: set[int]) -> Iterator[PendingTrace]:
         """Drop (and yield) the traces of partitions this worker no longer owns."""

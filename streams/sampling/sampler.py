@@ -3,9 +3,9 @@
 Free of Faust so that it can be driven directly; ``agent.py`` binds it to
 the Faust agent, timer and tables. Span batches wait in ``StateStore`` (the
 tables: a local store and its changelog), and only their keys in memory.
-Order on a decision, so that a crash at any point
-loses no span: the kept batches are delivered first, then the decision is
-written, then the buffered batches are released.
+
+An input batch is acknowledged only once Kafka has its writes and late
+deliveries; ``decide.py`` orders the steps of a decision the same way.
 
 Decisions, input batches, restores and revokes take turns under one lock,
 and state is written only for partitions this worker owns: a rebalance waits
@@ -16,51 +16,44 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
+import math
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from functools import partial
+from typing import Any
 
 from llmobs.errors import SchemaError
+from llmobs.retry import Backoff, ShutdownRequested
 from schemas import Codec
 from streams.sampling.buffer import PendingTrace, TraceBuffer
+from streams.sampling.decide import Decider, mark
 from streams.sampling.decisions import Decision, DecisionCache
+from streams.sampling.emit import Emitter, Outgoing, Send
 from streams.sampling.metrics import SamplerMetrics
 from streams.sampling.policies import PolicySet
 from streams.sampling.settings import SamplingSettings
-from streams.sampling.trace import TraceView
+from streams.sampling.state import (
+    StateStore,
+    batch_key,
+    batch_of,
+    held_batches,
+    parse_batch_key,
+    stored,
+)
+from streams.sampling.writes import Writes
 
 log = logging.getLogger(__name__)
 
-ARRIVAL = struct.Struct(">d")
-NOT_SAMPLED = "not_sampled"
+# Traces decided per turn of the lock; their writes are confirmed together.
+DECISION_GROUP = 256
+# Late records of an input batch: retried as long as the partition stays
+# ours, since the batch cannot be acknowledged before they are delivered.
+LATE_BACKOFF = Backoff(initial_s=0.5, max_s=15.0, deadline_s=math.inf)
+# Records of a decision: a tick gives up after a while and tries again later.
+DECISION_BACKOFF = Backoff(initial_s=0.2, max_s=2.0, deadline_s=10.0)
 
-# Deliver one record to the sampled topic; resolves to a delivery awaitable.
-Send = Callable[[bytes, bytes], Awaitable[Awaitable[Any]]]
-
-
-class StateStore(Protocol):
-    """Durable state of the sampler, written per input partition."""
-
-    def get_batch(self, partition: int, key: bytes) -> bytes | None: ...
-
-    def put_batch(self, partition: int, key: bytes, value: bytes) -> None: ...
-
-    def delete_batch(self, partition: int, key: bytes) -> None: ...
-
-    def put_decision(self, partition: int, trace_id: str, value: bytes) -> None: ...
-
-    def delete_decision(self, partition: int, trace_id: str) -> None: ...
-
-
-def batch_key(trace_id: str, partition: int, offset: int) -> bytes:
-    """Same input record, same key: replaying input overwrites, never doubles."""
-    return f"{trace_id}/{partition}/{offset}".encode()
-
-
-def parse_batch_key(key: bytes) -> tuple[str, int]:
-    trace_id, partition, _ = key.decode().split("/")
-    return trace_id, int(partition)
+# (partition, offset, value) of one llm.spans record.
+Record = tuple[int, int, bytes]
 
 
 class Sampler:
@@ -77,7 +70,6 @@ class Sampler:
         self.policies = policies
         self.codec = codec
         self.store = store
-        self.send = send
         self.clock = clock
         self.buffer = TraceBuffer()
         self.decisions = DecisionCache(settings.decision_cache_size)
@@ -88,59 +80,67 @@ class Sampler:
         self.owned: set[int] = set()
         # False from the start of a revoke until the next restore.
         self.ready = False
-
-    async def on_batch(self, partition: int, offset: int, value: bytes) -> None:
-        """One SpanBatch record of ``llm.spans``."""
-        async with self.lock:
-            if partition not in self.owned:
-                self.metrics.unowned_batches += 1
-                log.warning(
-                    "llm.spans[%d] offset %d: partition not owned, skipped",
-                    partition,
-                    offset,
-                )
-                return
-            await self._on_batch(partition, offset, value)
-
-    async def _on_batch(self, partition: int, offset: int, value: bytes) -> None:
-        now_s = self.clock()
-        try:
-            record = self.codec.decode(value)
-        except SchemaError as exc:
-            self.metrics.undecodable_batches += 1
-            log.warning("skipped llm.spans[%d] offset %d: %s", partition, offset, exc)
-            return
-
-        trace_id = record["trace_id"]
-        spans = record["spans"]
-        decision = self.decisions.get(trace_id)
-        if decision is not None:
-            self._late(trace_id, record, decision)
-            if decision.kept:
-                # Delivered before this offset is committed (Faust flushes first).
-                await self.send(trace_id.encode(), self._mark(record, decision))
-            return
-
-        key = batch_key(trace_id, partition, offset)
-        stored = ARRIVAL.pack(now_s) + value
-        trace = self.buffer.add(
-            trace_id, partition, key, len(stored), len(spans), _root_ended(spans), now_s
+        # Set by a revoke: retries of writes and deliveries stop.
+        self.halt = asyncio.Event()
+        self.writes = Writes(self.halt)
+        self.emitter = Emitter(send, codec, self.halt)
+        self.decider = Decider(
+            policies,
+            codec,
+            store,
+            self.emitter,
+            self.writes,
+            self.decisions,
+            self.metrics,
+            self._write,
         )
-        if trace is None:
-            self.metrics.duplicate_batches += 1
-            return
-        self.store.put_batch(partition, key, stored)
+        self.decision_group = DECISION_GROUP
+        self.decision_backoff = DECISION_BACKOFF
 
-        if trace.spans >= self.settings.max_spans_per_trace:
-            await self._force(trace, "max_spans_per_trace")
-        elif trace.size_bytes >= self.settings.max_bytes_per_trace:
-            await self._force(trace, "max_bytes_per_trace")
-        while len(self.buffer) > self.settings.max_traces:
-            oldest = self.buffer.oldest()
-            if oldest is None:
-                break
-            await self._force(oldest, "max_traces")
-        self._gauges()
+    async def on_batch(self, partition: int, offset: int, value: bytes) -> bool:
+        """One SpanBatch record of ``llm.spans``; False when it is not durable."""
+        return not await self.on_records([(partition, offset, value)])
+
+    async def on_records(self, records: Sequence[Record]) -> set[int]:
+        """Buffer records of ``llm.spans``; the partitions not made durable.
+
+        Returns once the records' writes and late deliveries are confirmed;
+        the records of the partitions returned (not owned, or revoked first)
+        must not be acknowledged.
+        """
+        async with self.lock:
+            skipped: set[int] = set()
+            late: list[Outgoing] = []
+            grown: dict[str, PendingTrace] = {}
+            for partition, offset, value in records:
+                if partition not in self.owned:
+                    skipped.add(partition)
+                    continue
+                trace = self._add(partition, offset, value, late)
+                if trace is not None:
+                    grown[trace.trace_id] = trace
+            if skipped:
+                self.metrics.unowned_batches += len(skipped)
+                log.warning(
+                    "llm.spans partitions %s not owned: records left unprocessed",
+                    sorted(skipped),
+                )
+            try:
+                over = self.buffer.over_caps(
+                    grown.values(),
+                    self.settings.max_spans_per_trace,
+                    self.settings.max_bytes_per_trace,
+                    self.settings.max_traces,
+                )
+                await self._force_all(over)
+                # Delivered and written before the caller acknowledges them.
+                await self.emitter.deliver(late, LATE_BACKOFF)
+                await self.writes.settle()
+            except ShutdownRequested:
+                return {partition for partition, _, _ in records}
+            finally:
+                self._gauges()
+        return skipped
 
     async def decide_due(self) -> int:
         """Decide every complete-and-quiet or expired trace; return how many."""
@@ -148,22 +148,23 @@ class Sampler:
             self.clock(), self.settings.decision_wait_s, self.settings.quiet_period_s
         )
         decided = 0
-        for trace, trigger in due:
-            # Between two decisions a revoke may have run, or an input batch
-            # forced this trace out: check again under the lock.
+        size = self.decision_group
+        for start in range(0, len(due), size):
+            # Between two groups a revoke may have run, or an input batch
+            # forced a trace out: check again under the lock.
             if not self.ready:
                 break
             async with self.lock:
-                if not self._held(trace):
-                    continue
-                await self._decide(trace, trigger)
-                decided += 1
+                group = [
+                    (trace, trigger)
+                    for trace, trigger in due[start : start + size]
+                    if self._held(trace)
+                ]
+                try:
+                    decided += await self._decide_all(group)
+                except ShutdownRequested:
+                    break
         return decided
-
-    async def decide(self, trace: PendingTrace, trigger: str) -> Decision:
-        """Decide ``trace`` now (it must be held, its partition owned)."""
-        async with self.lock:
-            return await self._decide(trace, trigger)
 
     async def revoke(self, partitions: set[int]) -> None:
         """Stop deciding, wait for the running decision, forget ``partitions``.
@@ -172,6 +173,7 @@ class Sampler:
         owner recovers them; nothing more is written for them here.
         """
         self.ready = False
+        self.halt.set()
         async with self.lock:
             self.owned -= partitions
             forgotten = list(self.buffer.forget(self.owned))
@@ -183,62 +185,6 @@ class Sampler:
             len(forgotten),
         )
 
-    def _held(self, trace: PendingTrace) -> bool:
-        return (
-            self.ready
-            and trace.partition in self.owned
-            and self.buffer.traces.get(trace.trace_id) is trace
-        )
-
-    async def _decide(self, trace: PendingTrace, trigger: str) -> Decision:
-        now_s = self.clock()
-        records = self._records(trace)
-        self.buffer.pop(trace.trace_id)
-        verdict = self.policies.decide(TraceView(trace.trace_id, records), now_s)
-        decision = Decision(
-            verdict.kept, verdict.policy, verdict.adjusted_count, trace.partition, now_s
-        )
-        # Remembered at once, so spans arriving during the emit follow it.
-        evicted = self.decisions.put(trace.trace_id, decision)
-
-        try:
-            if decision.kept:
-                key = trace.trace_id.encode()
-                pending = [
-                    await self.send(key, self._mark(r, decision)) for r in records
-                ]
-                for delivery in pending:
-                    await delivery
-        except BaseException:
-            # Not decided after all: hold it again to retry on the next tick.
-            self.decisions.forget(trace.trace_id)
-            self.buffer.put_back(trace)
-            raise
-
-        # Only now durable: a crash before this line leaves the trace buffered,
-        # to be decided (and, if kept, emitted) again after the restart. The
-        # lock kept a revoke out, so the partition is still ours.
-        self.store.put_decision(trace.partition, trace.trace_id, decision.encode())
-        for key in trace.keys:
-            self.store.delete_batch(trace.partition, key)
-        for old_trace_id, old in evicted:
-            self.store.delete_decision(old.partition, old_trace_id)
-        self.metrics.decision_cache_evictions += len(evicted)
-
-        policy = verdict.policy or verdict.dropped_by or NOT_SAMPLED
-        latency_s = max(0.0, now_s - trace.first_seen_s)
-        self.metrics.decided(policy, decision.kept, trace.spans, trigger, latency_s)
-        log.debug(
-            "trace %s %s by %s (%s, %d spans)",
-            trace.trace_id,
-            "kept" if decision.kept else "dropped",
-            policy,
-            trigger,
-            trace.spans,
-        )
-        self._gauges()
-        return decision
-
     async def restore(
         self,
         batches: Iterable[tuple[bytes, bytes]],
@@ -247,16 +193,99 @@ class Sampler:
     ) -> list[bytes]:
         """Rebuild the in-memory state from the tables after a recovery.
 
-        Waits for a running decision first, so that what it writes is read
-        back here rather than decided again. Returns the batch keys whose
-        trace is already decided (a crash came between the decision and the
-        release); the caller deletes them.
+        Waits for a running decision first, so that what it wrote is read
+        back here rather than decided again. Deletes, and returns, the batch
+        keys whose trace is already decided (a crash came between the
+        decision and the release).
         """
         async with self.lock:
-            stale = self._restore(batches, decisions, partitions)
+            self.halt.clear()
             self.owned = set(partitions)
+            stale = self._restore(batches, decisions, partitions)
+            for key in stale:
+                self._write(self.store.delete_batch, parse_batch_key(key)[1], key)
+            await self.writes.settle()
             self.ready = True
             return stale
+
+    def _held(self, trace: PendingTrace) -> bool:
+        return (
+            self.ready
+            and trace.partition in self.owned
+            and self.buffer.traces.get(trace.trace_id) is trace
+        )
+
+    def _add(
+        self, partition: int, offset: int, value: bytes, late: list[Outgoing]
+    ) -> PendingTrace | None:
+        """Buffer one record; the trace it grew, if any."""
+        now_s = self.clock()
+        try:
+            record = self.codec.decode(value)
+        except SchemaError as exc:
+            self.metrics.undecodable_batches += 1
+            log.warning("skipped llm.spans[%d] offset %d: %s", partition, offset, exc)
+            return None
+
+        trace_id = record["trace_id"]
+        spans = record["spans"]
+        decision = self.decisions.get(trace_id)
+        if decision is not None:
+            self._late(trace_id, record, decision)
+            if decision.kept:
+                late.append(Outgoing(trace_id.encode(), mark(record, decision)))
+            return None
+
+        key = batch_key(trace_id, partition, offset)
+        value = stored(now_s, value)
+        trace = self.buffer.add(
+            trace_id, partition, key, len(value), len(spans), _root_ended(spans), now_s
+        )
+        if trace is None:
+            self.metrics.duplicate_batches += 1
+            return None
+        self._write(self.store.put_batch, partition, key, value)
+        return trace
+
+    async def _force_all(self, forced: list[tuple[PendingTrace, str]]) -> None:
+        for trace, cap in forced:
+            self.metrics.forced[cap] += 1
+            log.warning(
+                "trace %s reached %s (%d spans, %d bytes): deciding early",
+                trace.trace_id,
+                cap,
+                trace.spans,
+                trace.size_bytes,
+            )
+        await self._decide_all([(trace, f"forced_{cap}") for trace, cap in forced])
+
+    async def _decide_all(self, group: list[tuple[PendingTrace, str]]) -> int:
+        """Decide held traces; put them back if their decisions fail."""
+        if not group:
+            return 0
+        now_s = self.clock()
+        made, evicted = self.decider.judge(group, now_s)
+        for trace, _ in group:
+            self.buffer.pop(trace.trace_id)
+        try:
+            await self.decider.persist(made, self.decision_backoff)
+        except BaseException:
+            # Not decided after all: hold them again, to retry on a later tick.
+            for m in reversed(made):
+                self.decisions.forget(m.trace.trace_id)
+                self.buffer.put_back(m.trace)
+            raise
+        self._gauges()
+        await self.decider.release(made, evicted, now_s)
+        return len(made)
+
+    def _write(self, write: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Send a table write for partition ``args[0]``, unless it is not ours."""
+        if args[0] not in self.owned:
+            # The lock keeps revokes out while state is written: a bug if hit.
+            log.error("no write for llm.spans[%d]: partition not owned", args[0])
+            return
+        self.writes.add(partial(write, *args))
 
     def _restore(
         self,
@@ -272,23 +301,19 @@ class Sampler:
                 self.decisions.put(trace_id, decision)
 
         stale: list[bytes] = []
-        held = []
-        for key, value in batches:
-            trace_id, partition = parse_batch_key(key)
-            if partition not in partitions:
+        for held in held_batches(batches, partitions):
+            if self.decisions.get(held.trace_id) is not None:
+                stale.append(held.key)
                 continue
-            if self.decisions.get(trace_id) is not None:
-                stale.append(key)
-                continue
-            held.append(
-                (ARRIVAL.unpack_from(value)[0], key, value, trace_id, partition)
-            )
-        for arrival_s, key, value, trace_id, partition in sorted(held):
-            record = self.codec.decode(value[ARRIVAL.size :])
-            spans = record["spans"]
-            root_ended = _root_ended(spans)
+            spans = self.codec.decode(batch_of(held.value))["spans"]
             self.buffer.add(
-                trace_id, partition, key, len(value), len(spans), root_ended, arrival_s
+                held.trace_id,
+                held.partition,
+                held.key,
+                len(held.value),
+                len(spans),
+                _root_ended(spans),
+                held.arrival_s,
             )
         self.metrics.restored_traces += len(self.buffer)
         log.info(
@@ -300,42 +325,11 @@ class Sampler:
         self._gauges()
         return stale
 
-    def _records(self, trace: PendingTrace) -> list[dict[str, Any]]:
-        """The trace's buffered batches, read back from the store."""
-        records = []
-        for key in trace.keys:
-            value = self.store.get_batch(trace.partition, key)
-            if value is None:
-                # The local store lost what its changelog holds: say so loudly.
-                self.metrics.missing_batches += 1
-                log.error(
-                    "trace %s: buffered batch %r not in the store", trace.trace_id, key
-                )
-                continue
-            records.append(self.codec.decode(value[ARRIVAL.size :]))
-        return records
-
-    async def _force(self, trace: PendingTrace, cap: str) -> None:
-        self.metrics.forced[cap] += 1
-        log.warning(
-            "trace %s reached %s (%d spans, %d bytes): deciding early",
-            trace.trace_id,
-            cap,
-            trace.spans,
-            trace.size_bytes,
-        )
-        await self._decide(trace, f"forced_{cap}")
-
     def _late(self, trace_id: str, record: dict[str, Any], decision: Decision) -> None:
         self.metrics.late_spans["kept" if decision.kept else "dropped"] += len(
             record["spans"]
         )
         log.debug("late batch of trace %s follows its decision", trace_id)
-
-    def _mark(self, record: dict[str, Any], decision: Decision) -> bytes:
-        record["sampling_policy"] = decision.policy
-        record["sampling_adjusted_count"] = decision.adjusted_count
-        return self.codec.encode(record)
 
     def _gauges(self) -> None:
         self.metrics.traces_held = len(self.buffer)

@@ -38,6 +38,10 @@ class SamplingSettings:
         2.0, "decide this long after the last span once the root span has ended"
     )
     decision_tick_s: float = setting(0.5, "how often due traces are decided")
+    sampling_batch_records: int = setting(
+        500, "llm.spans records buffered per batch, confirmed together"
+    )
+    sampling_batch_wait_s: float = setting(0.05, "longest wait to fill a batch")
     max_traces: int = setting(50_000, "traces held at once; more forces decisions")
     max_spans_per_trace: int = setting(
         5_000, "spans held for one trace; more forces its decision"
@@ -55,10 +59,16 @@ class SamplingSettings:
                 f"setting sampling_store must be one of {', '.join(STORES)},"
                 f" not {self.sampling_store!r}"
             )
-        for name in ("decision_wait_s", "quiet_period_s", "decision_tick_s"):
+        for name in (
+            "decision_wait_s",
+            "quiet_period_s",
+            "decision_tick_s",
+            "sampling_batch_wait_s",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"setting {name} must be positive")
         for name in (
+            "sampling_batch_records",
             "max_traces",
             "max_spans_per_trace",
             "max_bytes_per_trace",

@@ -14,7 +14,8 @@ name their partition.
 from __future__ import annotations
 
 import functools
-from typing import Any, Protocol
+from collections.abc import Awaitable
+from typing import Any, Protocol, cast
 
 import faust.stores
 from faust.stores.rocksdb import Store as RocksDBStore
@@ -125,7 +126,8 @@ class TableStore:
 
     Each write goes to the changelog (the partition given is the trace's input
     partition) and to the local store; the changelog is what survives a lost
-    disk, the local store what a read finds.
+    disk, the local store what a read finds. A write returns the changelog
+    record's future, resolved once Kafka has it.
     """
 
     def __init__(self, spans: Any, decisions: Any) -> None:
@@ -144,20 +146,26 @@ class TableStore:
     def get_batch(self, partition: int, key: bytes) -> bytes | None:
         return self._spans.get_in(partition, key)
 
-    def put_batch(self, partition: int, key: bytes, value: bytes) -> None:
-        self.spans.send_changelog(partition, key, value, *RAW)
+    def put_batch(self, partition: int, key: bytes, value: bytes) -> Awaitable[Any]:
+        future = self.spans.send_changelog(partition, key, value, *RAW)
         self._spans.put_in(partition, key, value)
+        return cast(Awaitable[Any], future)
 
-    def delete_batch(self, partition: int, key: bytes) -> None:
-        self.spans.send_changelog(partition, key, None, *RAW)
+    def delete_batch(self, partition: int, key: bytes) -> Awaitable[Any]:
+        future = self.spans.send_changelog(partition, key, None, *RAW)
         self._spans.delete_in(partition, key)
+        return cast(Awaitable[Any], future)
 
-    def put_decision(self, partition: int, trace_id: str, value: bytes) -> None:
+    def put_decision(
+        self, partition: int, trace_id: str, value: bytes
+    ) -> Awaitable[Any]:
         key = trace_id.encode()
-        self.decisions.send_changelog(partition, key, value, *RAW)
+        future = self.decisions.send_changelog(partition, key, value, *RAW)
         self._decisions.put_in(partition, key, value)
+        return cast(Awaitable[Any], future)
 
-    def delete_decision(self, partition: int, trace_id: str) -> None:
+    def delete_decision(self, partition: int, trace_id: str) -> Awaitable[Any]:
         key = trace_id.encode()
-        self.decisions.send_changelog(partition, key, None, *RAW)
+        future = self.decisions.send_changelog(partition, key, None, *RAW)
         self._decisions.delete_in(partition, key)
+        return cast(Awaitable[Any], future)

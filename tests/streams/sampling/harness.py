@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import schemas
@@ -14,33 +15,48 @@ CODEC = schemas.codec("span_batch")
 PARTITIONS = {0, 1, 2}
 
 
+def done() -> asyncio.Future[None]:
+    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    future.set_result(None)
+    return future
+
+
 class MemoryStore:
-    """The tables' changelog as dicts: what a restarted worker would recover."""
+    """The tables' changelog as dicts: what a restarted worker would recover.
+
+    A write is in the dicts at once; its future is what ``acks`` returns,
+    already resolved unless a test supplies another.
+    """
 
     def __init__(self) -> None:
         self.batches: dict[bytes, bytes] = {}
         self.decisions: dict[bytes, bytes] = {}
         # (table, partition, key) of every write, in order.
         self.writes: list[tuple[str, int, bytes]] = []
+        self.acks: Callable[[], asyncio.Future[None]] = done
 
     def get_batch(self, partition: int, key: bytes) -> bytes | None:
         return self.batches.get(key)
 
-    def put_batch(self, partition: int, key: bytes, value: bytes) -> None:
+    def put_batch(self, partition: int, key: bytes, value: bytes) -> Any:
         self.writes.append(("batch", partition, key))
         self.batches[key] = value
+        return self.acks()
 
-    def delete_batch(self, partition: int, key: bytes) -> None:
+    def delete_batch(self, partition: int, key: bytes) -> Any:
         self.writes.append(("batch", partition, key))
         self.batches.pop(key, None)
+        return self.acks()
 
-    def put_decision(self, partition: int, trace_id: str, value: bytes) -> None:
+    def put_decision(self, partition: int, trace_id: str, value: bytes) -> Any:
         self.writes.append(("decision", partition, trace_id.encode()))
         self.decisions[trace_id.encode()] = value
+        return self.acks()
 
-    def delete_decision(self, partition: int, trace_id: str) -> None:
+    def delete_decision(self, partition: int, trace_id: str) -> Any:
         self.writes.append(("decision", partition, trace_id.encode()))
         self.decisions.pop(trace_id.encode(), None)
+        return self.acks()
 
 
 class Clock:
@@ -81,9 +97,7 @@ class Harness:
         self.sending.set()
         await self.gate.wait()
         self.sent.append(CODEC.decode(value))
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
+        return done()
 
     async def feed(self, value: bytes, partition: int = 0) -> None:
         self.offset += 1

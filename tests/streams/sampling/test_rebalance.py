@@ -41,6 +41,7 @@ async def test_a_revoke_waits_for_the_running_decision_then_forgets() -> None:
 
 async def test_a_tick_stops_deciding_traces_of_a_revoked_partition() -> None:
     h = await Harness.start(KEEP_ALL)
+    h.sampler.decision_group = 1
     ids = []
     for partition in (0, 0, 1):
         trace_id, batches, _ = trace_in_batches(1, [[1, 0]])

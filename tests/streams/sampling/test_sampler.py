@@ -6,6 +6,8 @@ from typing import Any
 
 import pytest
 
+from llmobs.errors import RetriableStageError
+from llmobs.retry import Backoff
 from tests.streams.sampling.harness import CODEC, KEEP_ALL, KEEP_ERRORS, Harness
 from tests.streams.sampling.spanbatches import trace_in_batches
 
@@ -177,13 +179,14 @@ async def test_a_failed_emit_keeps_the_trace_for_the_next_tick() -> None:
     async def broken(key: bytes, value: bytes) -> Any:
         raise OSError("broker down")
 
-    h.sampler.send = broken
-    with pytest.raises(OSError):
+    h.sampler.emitter.send = broken
+    h.sampler.decision_backoff = Backoff(0.001, 0.001, deadline_s=0.01)
+    with pytest.raises(RetriableStageError):
         await h.sampler.decide_due()
     assert trace_id in h.sampler.buffer
     assert h.sampler.decisions.get(trace_id) is None
 
-    h.sampler.send = h.send
+    h.sampler.emitter.send = h.send
     assert await h.sampler.decide_due() == 1
 
 

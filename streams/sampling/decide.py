@@ -1,0 +1,160 @@
+"""A round of decisions: judge held traces, deliver the kept, make it durable.
+
+Each step is confirmed by Kafka before the next, so that a crash at any
+point loses no span: the kept records are delivered first, then the
+decisions are written, then the buffered batches are released. A crash
+before the decisions are written leaves the traces buffered, to be decided
+(and, if kept, delivered) again after the restart.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from llmobs.retry import Backoff
+from schemas import Codec
+from streams.sampling.buffer import PendingTrace
+from streams.sampling.decisions import Decision, DecisionCache
+from streams.sampling.emit import Emitter, Outgoing
+from streams.sampling.metrics import SamplerMetrics
+from streams.sampling.policies import PolicySet, Verdict
+from streams.sampling.state import StateStore, batch_of
+from streams.sampling.trace import TraceView
+from streams.sampling.writes import Writes
+
+log = logging.getLogger(__name__)
+
+NOT_SAMPLED = "not_sampled"
+
+# Queue one table write: (store method, partition, *arguments).
+Write = Callable[..., None]
+
+
+@dataclass
+class Made:
+    """A decision taken, not yet durable."""
+
+    trace: PendingTrace
+    trigger: str
+    verdict: Verdict
+    decision: Decision
+    records: list[dict[str, Any]]
+
+
+class Decider:
+    def __init__(
+        self,
+        policies: PolicySet,
+        codec: Codec,
+        store: StateStore,
+        emitter: Emitter,
+        writes: Writes,
+        decisions: DecisionCache,
+        metrics: SamplerMetrics,
+        write: Write,
+    ) -> None:
+        self.policies = policies
+        self.codec = codec
+        self.store = store
+        self.emitter = emitter
+        self.writes = writes
+        self.decisions = decisions
+        self.metrics = metrics
+        self.write = write
+
+    def judge(
+        self, group: list[tuple[PendingTrace, str]], now_s: float
+    ) -> tuple[list[Made], list[tuple[str, Decision]]]:
+        """Apply the policies; remember each decision at once, so that late
+        spans in a later batch follow it. Also returns the decisions evicted
+        from the cache to make room."""
+        made: list[Made] = []
+        evicted: list[tuple[str, Decision]] = []
+        for trace, trigger in group:
+            records = self.records(trace)
+            verdict = self.policies.decide(TraceView(trace.trace_id, records), now_s)
+            decision = Decision(
+                verdict.kept,
+                verdict.policy,
+                verdict.adjusted_count,
+                trace.partition,
+                now_s,
+            )
+            evicted += self.decisions.put(trace.trace_id, decision)
+            made.append(Made(trace, trigger, verdict, decision, records))
+        return made, evicted
+
+    async def persist(self, made: list[Made], backoff: Backoff) -> None:
+        """Deliver the kept records, then write the decisions durably."""
+        # Step 1: the kept records are in Kafka.
+        kept = [
+            Outgoing(m.trace.trace_id.encode(), mark(record, m.decision))
+            for m in made
+            if m.decision.kept
+            for record in m.records
+        ]
+        await self.emitter.deliver(kept, backoff)
+
+        # Step 2: the decisions are durable, and so are the batches they cover.
+        for m in made:
+            self.write(
+                self.store.put_decision,
+                m.trace.partition,
+                m.trace.trace_id,
+                m.decision.encode(),
+            )
+        await self.writes.settle()
+
+    async def release(
+        self, made: list[Made], evicted: list[tuple[str, Decision]], now_s: float
+    ) -> None:
+        """Step 3: delete the decided batches and the decisions evicted."""
+        for m in made:
+            for key in m.trace.keys:
+                self.write(self.store.delete_batch, m.trace.partition, key)
+        for old_trace_id, old in evicted:
+            self.write(self.store.delete_decision, old.partition, old_trace_id)
+        self.metrics.decision_cache_evictions += len(evicted)
+        for m in made:
+            self._count(m, now_s)
+        await self.writes.settle()
+
+    def records(self, trace: PendingTrace) -> list[dict[str, Any]]:
+        """The trace's buffered batches, read back from the store."""
+        records = []
+        for key in trace.keys:
+            value = self.store.get_batch(trace.partition, key)
+            if value is None:
+                # The local store lost what its changelog holds: say so loudly.
+                self.metrics.missing_batches += 1
+                log.error(
+                    "trace %s: buffered batch %r not in the store", trace.trace_id, key
+                )
+                continue
+            records.append(self.codec.decode(batch_of(value)))
+        return records
+
+    def _count(self, made: Made, now_s: float) -> None:
+        trace, verdict = made.trace, made.verdict
+        policy = verdict.policy or verdict.dropped_by or NOT_SAMPLED
+        latency_s = max(0.0, now_s - trace.first_seen_s)
+        kept = made.decision.kept
+        self.metrics.decided(policy, kept, trace.spans, made.trigger, latency_s)
+        log.debug(
+            "trace %s %s by %s (%s, %d spans)",
+            trace.trace_id,
+            "kept" if kept else "dropped",
+            policy,
+            made.trigger,
+            trace.spans,
+        )
+
+
+def mark(record: dict[str, Any], decision: Decision) -> dict[str, Any]:
+    """``record`` carrying the policy that kept it and its adjusted count."""
+    record["sampling_policy"] = decision.policy
+    record["sampling_adjusted_count"] = decision.adjusted_count
+    return record
