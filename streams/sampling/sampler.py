@@ -242,7 +242,12 @@ class Sampler:
             trace_id, partition, key, len(value), len(spans), _root_ended(spans), now_s
         )
         if trace is None:
+            # Replayed input, already buffered: after a crash the local store
+            # may hold a batch whose changelog write never left the process,
+            # so the write is sent again (the same key and value: idempotent).
             self.metrics.duplicate_batches += 1
+            held = self.store.get_batch(partition, key)
+            self._write(self.store.put_batch, partition, key, held or value)
             return None
         self._write(self.store.put_batch, partition, key, value)
         return trace

@@ -104,6 +104,22 @@ async def test_a_replayed_input_record_is_not_buffered_twice() -> None:
     assert h.sampler.metrics.duplicate_batches == 1
 
 
+async def test_a_replayed_batch_kept_on_local_disk_reaches_the_changelog() -> None:
+    h = await Harness.start(KEEP_ALL)
+    _, batches, _ = trace_in_batches(1, [[1]])
+    await h.sampler.on_batch(0, 7, batches[0])
+    ((key, value),) = h.store.batches.items()
+    # SIGKILL: the local store kept the batch, its changelog write was lost.
+    await h.restart(KEEP_ALL)
+    h.store.writes.clear()
+
+    await h.sampler.on_batch(0, 7, batches[0])
+
+    assert h.sampler.metrics.duplicate_batches == 1
+    assert h.store.writes == [("batch", 0, key)]
+    assert h.store.batches[key] == value  # as first stored, arrival time too
+
+
 async def test_the_decision_cache_is_bounded_and_evictions_are_durable() -> None:
     h = await Harness.start(KEEP_ALL, max_traces=1, decision_cache_size=2)
     for _ in range(4):
