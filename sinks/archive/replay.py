@@ -18,6 +18,8 @@ import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from functools import cache
 from typing import Any
 
 import orjson
@@ -146,6 +148,33 @@ def _record(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+@cache
+def _decimal_cost_fields() -> frozenset[str]:
+    """Fields of the SpanBatch cost record that Avro holds as decimals."""
+    record = schemas.codec(schemas.SPAN_BATCH).schema
+    spans = next(f for f in record["fields"] if f["name"] == "spans")
+    span = spans["type"]["items"]
+    cost = next(f for f in span["fields"] if f["name"] == "cost")
+    cost_record = next(t for t in cost["type"] if isinstance(t, dict))
+    return frozenset(
+        f["name"]
+        for f in cost_record["fields"]
+        for t in (f["type"] if isinstance(f["type"], list) else [f["type"]])
+        if isinstance(t, dict) and t.get("logicalType") == "decimal"
+    )
+
+
+def _cost(cost_json: str | None) -> dict[str, Any] | None:
+    """The span's cost record from its ``cost_json`` column, amounts exact."""
+    if not cost_json:
+        return None
+    cost: dict[str, Any] = orjson.loads(cost_json)
+    for name in _decimal_cost_fields():
+        if cost.get(name) is not None:
+            cost[name] = Decimal(cost[name])
+    return cost
+
+
 def _span(row: dict[str, Any], resource_index: int) -> dict[str, Any]:
     genai = None
     if row["has_genai"]:
@@ -169,6 +198,7 @@ def _span(row: dict[str, Any], resource_index: int) -> dict[str, Any]:
         "events_json": row["events_json"],
         "links_count": row["links_count"],
         "genai": genai,
+        "cost": _cost(row["cost_json"]),
     }
 
 

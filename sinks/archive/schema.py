@@ -179,7 +179,8 @@ def start_hour(span: dict[str, Any]) -> datetime:
 
 def _json_default(value: Any) -> Any:
     if isinstance(value, Decimal):
-        return str(value)
+        # Positional, as the README promises: str() would write 0E-12.
+        return format(value, "f")
     if isinstance(value, bytes):
         return value.hex()
     raise TypeError(type(value).__name__)
