@@ -110,6 +110,7 @@ def bench_sampler(traces: int) -> tuple[float, float, float]:
     import schemas
     from streams.decode import Source, decode_message
     from streams.sampling import config
+    from streams.sampling.emit import Emitter
     from streams.sampling.sampler import Sampler
     from streams.sampling.settings import DEFAULT_POLICIES, SamplingSettings
 
@@ -129,7 +130,8 @@ def bench_sampler(traces: int) -> tuple[float, float, float]:
 
     def new_sampler(store: _LocalStore) -> Sampler:
         codec = schemas.codec(schemas.SPAN_BATCH)
-        return Sampler(settings, policies, codec, store, send, lambda: clock[0])
+        emitter = Emitter(send, codec)
+        return Sampler(settings, policies, codec, store, emitter, lambda: clock[0])
 
     async def speed(store: _LocalStore) -> float:
         sampler = new_sampler(store)

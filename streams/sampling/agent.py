@@ -24,12 +24,15 @@ import schemas
 from llmobs import topics
 from llmobs.retry import ShutdownRequested
 from streams.sampling import config
+from streams.sampling.emit import FRAMING_BYTES, Emitter
 from streams.sampling.sampler import Sampler
 from streams.sampling.settings import SamplingSettings
 from streams.sampling.state import parse_batch_key
 from streams.sampling.store import TableStore, table_options
 
 log = logging.getLogger(__name__)
+
+Headers = list[tuple[str, bytes]]
 
 SPANS_TABLE = "sampling-spans"
 DECISIONS_TABLE = "sampling-decisions"
@@ -60,12 +63,16 @@ async def process(sampler: Sampler, events: Sequence[Any]) -> None:
 
 
 def register(
-    app: faust.App, settings: SamplingSettings, input_topic: str = topics.SPANS
+    app: faust.App,
+    settings: SamplingSettings,
+    input_topic: str = topics.SPANS,
+    dlq_topic: str = topics.DLQ,
 ) -> Sampler | None:
     """Declare the sampling tables, agent and timer on ``app``.
 
     The tables get ``app.conf.topic_partitions`` partitions, which must equal
-    the partitions of ``input_topic``. Returns None when sampling is disabled.
+    the partitions of ``input_topic``. Kept records too large for Kafka go
+    to ``dlq_topic``. Returns None when sampling is disabled.
     """
     if not settings.sampling_enabled:
         log.info("tail sampling disabled")
@@ -79,6 +86,7 @@ def register(
 
     source = app.topic(input_topic, key_type=bytes, value_type=bytes)
     sampled = app.topic(settings.sampled_topic, key_type=bytes, value_type=bytes)
+    dlq = app.topic(dlq_topic, key_type=bytes, value_type=bytes)
     kind, partitions = settings.sampling_store, app.conf.topic_partitions
     spans_table = app.Table(
         SPANS_TABLE,
@@ -94,9 +102,14 @@ def register(
     async def send(key: bytes, value: bytes) -> Any:
         return await sampled.send(key=key, value=value)
 
+    async def dead_letter(key: bytes, value: bytes, headers: Headers) -> Any:
+        return await dlq.send(key=key, value=value, headers=headers)
+
     store = TableStore(spans_table, decisions_table)
     codec = schemas.codec(schemas.SPAN_BATCH)
-    sampler = Sampler(settings, policies, codec, store, send)
+    max_record_bytes = app.conf.producer_max_request_size - FRAMING_BYTES
+    emitter = Emitter(send, codec, max_record_bytes, dead_letter, input_topic)
+    sampler = Sampler(settings, policies, codec, store, emitter)
 
     @app.agent(source, name="sampling")
     async def sample(stream: Any) -> None:

@@ -9,6 +9,7 @@ before the decisions are written leaves the traces buffered, to be decided
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from streams.sampling.decisions import Decision, DecisionCache
 from streams.sampling.emit import Emitter, Outgoing
 from streams.sampling.metrics import SamplerMetrics
 from streams.sampling.policies import PolicySet, Verdict
-from streams.sampling.state import StateStore, batch_of
+from streams.sampling.state import StateStore, batch_of, batch_position
 from streams.sampling.trace import TraceView
 from streams.sampling.writes import Writes
 
@@ -33,7 +34,7 @@ NOT_SAMPLED = "not_sampled"
 Write = Callable[..., None]
 
 
-@dataclass
+@dataclass(eq=False)
 class Made:
     """A decision taken, not yet durable."""
 
@@ -41,7 +42,8 @@ class Made:
     trigger: str
     verdict: Verdict
     decision: Decision
-    records: list[dict[str, Any]]
+    # (batch key, record) of each buffered batch
+    records: list[tuple[bytes, dict[str, Any]]]
 
 
 class Decider:
@@ -75,7 +77,18 @@ class Decider:
         evicted: list[tuple[str, Decision]] = []
         for trace, trigger in group:
             records = self.records(trace)
-            verdict = self.policies.decide(TraceView(trace.trace_id, records), now_s)
+            view = TraceView(trace.trace_id, [record for _, record in records])
+            try:
+                verdict = self.policies.decide(view, now_s)
+            except Exception as exc:  # a policy's bug must not stop the others
+                self.metrics.failed_decisions += 1
+                log.warning(
+                    "trace %s: policies failed (%s: %s); it waits for the next tick",
+                    trace.trace_id,
+                    type(exc).__name__,
+                    exc,
+                )
+                continue
             decision = Decision(
                 verdict.kept,
                 verdict.policy,
@@ -87,19 +100,39 @@ class Decider:
             made.append(Made(trace, trigger, verdict, decision, records))
         return made, evicted
 
-    async def persist(self, made: list[Made], backoff: Backoff) -> None:
-        """Deliver the kept records, then write the decisions durably."""
+    async def persist(
+        self, made: list[Made], backoff: Backoff, halt: asyncio.Event
+    ) -> list[Made]:
+        """Deliver the kept records, then write the decisions durably.
+
+        Returns the decisions whose records Kafka did not take before the
+        deadline: they are not written, and their traces wait for a later
+        tick. Raises ``ShutdownRequested`` when ``halt`` cuts retries short.
+        """
         # Step 1: the kept records are in Kafka.
         kept = [
-            Outgoing(m.trace.trace_id.encode(), mark(record, m.decision))
+            Outgoing(
+                m.trace.trace_id.encode(),
+                mark(record, m.decision),
+                *batch_position(key),
+            )
             for m in made
             if m.decision.kept
-            for record in m.records
+            for key, record in m.records
         ]
-        await self.emitter.deliver(kept, backoff)
+        undelivered = {o.key for o in await self.emitter.deliver(kept, backoff, halt)}
+        failed = [m for m in made if m.trace.trace_id.encode() in undelivered]
+        for m in failed:
+            self.metrics.failed_decisions += 1
+            log.warning(
+                "trace %s: kept records not delivered; it waits for the next tick",
+                m.trace.trace_id,
+            )
 
         # Step 2: the decisions are durable, and so are the batches they cover.
         for m in made:
+            if m in failed:
+                continue
             self.write(
                 self.store.put_decision,
                 m.trace.partition,
@@ -107,6 +140,7 @@ class Decider:
                 m.decision.encode(),
             )
         await self.writes.settle()
+        return failed
 
     async def release(
         self, made: list[Made], evicted: list[tuple[str, Decision]], now_s: float
@@ -122,7 +156,7 @@ class Decider:
             self._count(m, now_s)
         await self.writes.settle()
 
-    def records(self, trace: PendingTrace) -> list[dict[str, Any]]:
+    def records(self, trace: PendingTrace) -> list[tuple[bytes, dict[str, Any]]]:
         """The trace's buffered batches, read back from the store."""
         records = []
         for key in trace.keys:
@@ -134,7 +168,7 @@ class Decider:
                     "trace %s: buffered batch %r not in the store", trace.trace_id, key
                 )
                 continue
-            records.append(self.codec.decode(batch_of(value)))
+            records.append((key, self.codec.decode(batch_of(value))))
         return records
 
     def _count(self, made: Made, now_s: float) -> None:

@@ -19,6 +19,10 @@ class SamplerMetrics:
         self.undecodable_batches = 0
         self.duplicate_batches = 0
         self.unowned_batches = 0
+        self.failed_decisions = 0
+        self.split_records = 0
+        self.dead_lettered_records = 0
+        self.undeliverable_records = 0
         self.missing_batches = 0
         self.decision_cache_evictions = 0
         self.restored_traces = 0
@@ -91,6 +95,26 @@ class SamplerMetrics:
                 "unowned_batches_total",
                 self.unowned_batches,
                 "input records of partitions not owned, left unprocessed",
+            ),
+            (
+                "failed_decisions_total",
+                self.failed_decisions,
+                "decisions that failed and wait for a later tick",
+            ),
+            (
+                "split_records_total",
+                self.split_records,
+                "kept records split because Kafka would not take them whole",
+            ),
+            (
+                "dead_lettered_records_total",
+                self.dead_lettered_records,
+                "kept single-span records too large for Kafka, sent to the DLQ",
+            ),
+            (
+                "undeliverable_records_total",
+                self.undeliverable_records,
+                "kept records no topic would take, dropped",
             ),
             (
                 "missing_batches_total",

@@ -26,9 +26,9 @@ from llmobs.errors import SchemaError
 from llmobs.retry import Backoff, ShutdownRequested
 from schemas import Codec
 from streams.sampling.buffer import PendingTrace, TraceBuffer
-from streams.sampling.decide import Decider, mark
+from streams.sampling.decide import Decider, Made, mark
 from streams.sampling.decisions import Decision, DecisionCache
-from streams.sampling.emit import Emitter, Outgoing, Send
+from streams.sampling.emit import Emitter, Outgoing
 from streams.sampling.metrics import SamplerMetrics
 from streams.sampling.policies import PolicySet
 from streams.sampling.settings import SamplingSettings
@@ -63,7 +63,7 @@ class Sampler:
         policies: PolicySet,
         codec: Codec,
         store: StateStore,
-        send: Send,
+        emitter: Emitter,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -83,7 +83,7 @@ class Sampler:
         # Set by a revoke: retries of writes and deliveries stop.
         self.halt = asyncio.Event()
         self.writes = Writes(self.halt)
-        self.emitter = Emitter(send, codec, self.halt)
+        self.emitter = emitter
         self.decider = Decider(
             policies,
             codec,
@@ -134,7 +134,7 @@ class Sampler:
                 )
                 await self._force_all(over)
                 # Delivered and written before the caller acknowledges them.
-                await self.emitter.deliver(late, LATE_BACKOFF)
+                await self.emitter.deliver(late, LATE_BACKOFF, self.halt)
                 await self.writes.settle()
             except ShutdownRequested:
                 return {partition for partition, _, _ in records}
@@ -233,7 +233,11 @@ class Sampler:
         if decision is not None:
             self._late(trace_id, record, decision)
             if decision.kept:
-                late.append(Outgoing(trace_id.encode(), mark(record, decision)))
+                late.append(
+                    Outgoing(
+                        trace_id.encode(), mark(record, decision), partition, offset
+                    )
+                )
             return None
 
         key = batch_key(trace_id, partition, offset)
@@ -265,24 +269,48 @@ class Sampler:
         await self._decide_all([(trace, f"forced_{cap}") for trace, cap in forced])
 
     async def _decide_all(self, group: list[tuple[PendingTrace, str]]) -> int:
-        """Decide held traces; put them back if their decisions fail."""
+        """Decide held traces; the ones whose decision fails are held again.
+
+        An unexpected error is reported here rather than raised into the
+        timer (where Faust would crash the worker): the traces wait for the
+        next tick. A revoke's ``ShutdownRequested`` goes to the caller.
+        """
         if not group:
             return 0
         now_s = self.clock()
-        made, evicted = self.decider.judge(group, now_s)
-        for trace, _ in group:
-            self.buffer.pop(trace.trace_id)
         try:
-            await self.decider.persist(made, self.decision_backoff)
-        except BaseException:
-            # Not decided after all: hold them again, to retry on a later tick.
-            for m in reversed(made):
-                self.decisions.forget(m.trace.trace_id)
-                self.buffer.put_back(m.trace)
+            made, evicted = self.decider.judge(group, now_s)
+            for m in made:
+                self.buffer.pop(m.trace.trace_id)
+            try:
+                failed = await self.decider.persist(
+                    made, self.decision_backoff, self.halt
+                )
+            except BaseException:
+                self._hold_again(made)
+                raise
+            self._hold_again(failed)
+            done = [m for m in made if m not in failed]
+            self._gauges()
+            await self.decider.release(done, evicted, now_s)
+        except ShutdownRequested:
             raise
-        self._gauges()
-        await self.decider.release(made, evicted, now_s)
-        return len(made)
+        except Exception as exc:
+            self.metrics.failed_decisions += len(group)
+            log.warning(
+                "deciding %d traces failed (%s: %s); they wait for the next tick",
+                len(group),
+                type(exc).__name__,
+                exc,
+            )
+            return 0
+        return len(done)
+
+    def _hold_again(self, made: list[Made]) -> None:
+        """Not decided after all: hold the traces again, first in line."""
+        for m in reversed(made):
+            self.decisions.forget(m.trace.trace_id)
+            self.buffer.put_back(m.trace)
 
     def _write(self, write: Callable[..., Awaitable[Any]], *args: Any) -> None:
         """Send a table write for partition ``args[0]``, unless it is not ours."""
@@ -341,6 +369,9 @@ class Sampler:
         self.metrics.spans_held = self.buffer.spans
         self.metrics.bytes_held = self.buffer.held_bytes
         self.metrics.decisions_cached = len(self.decisions)
+        self.metrics.split_records = self.emitter.split_records
+        self.metrics.dead_lettered_records = self.emitter.dead_lettered
+        self.metrics.undeliverable_records = self.emitter.undeliverable
 
 
 def _root_ended(spans: list[dict[str, Any]]) -> bool:

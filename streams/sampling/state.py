@@ -44,6 +44,12 @@ def parse_batch_key(key: bytes) -> tuple[str, int]:
     return trace_id, int(partition)
 
 
+def batch_position(key: bytes) -> tuple[int, int]:
+    """The input partition and offset a batch key names."""
+    _, partition, offset = key.decode().split("/")
+    return int(partition), int(offset)
+
+
 def stored(arrival_s: float, value: bytes) -> bytes:
     """The table value of an input record that arrived at ``arrival_s``."""
     return ARRIVAL.pack(arrival_s) + value

@@ -8,6 +8,7 @@ from typing import Any
 
 import schemas
 from streams.sampling import policies as p
+from streams.sampling.emit import Emitter
 from streams.sampling.sampler import Sampler
 from streams.sampling.settings import SamplingSettings
 
@@ -74,6 +75,7 @@ class Harness:
         self.store = MemoryStore()
         self.clock = Clock()
         self.sent: list[dict[str, Any]] = []
+        self.dead: list[tuple[dict[str, Any], dict[str, bytes]]] = []
         self.offset = 0
         # While cleared, a send waits: a delivery the test holds up.
         self.gate = asyncio.Event()
@@ -89,9 +91,16 @@ class Harness:
         return harness
 
     def new_sampler(self, policies: p.PolicySet) -> Sampler:
+        self.emitter = Emitter(self.send, CODEC, dead_letter=self.dead_letter)
         return Sampler(
-            self.settings, policies, CODEC, self.store, self.send, clock=self.clock
+            self.settings, policies, CODEC, self.store, self.emitter, clock=self.clock
         )
+
+    async def dead_letter(
+        self, key: bytes, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> Any:
+        self.dead.append((CODEC.decode(value), dict(headers)))
+        return done()
 
     async def send(self, key: bytes, value: bytes) -> Any:
         self.sending.set()
