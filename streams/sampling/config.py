@@ -17,6 +17,7 @@ import yaml
 from llmobs.errors import ConfigError
 from streams.sampling import llm_policies as llm
 from streams.sampling import policies as p
+from streams.sampling.combine import PolicySet
 
 _COMMON = {"name", "type"}
 
@@ -310,7 +311,7 @@ def _build(raw: Any, where: str) -> p.Policy:
     return builder(spec)
 
 
-def parse(data: Any, source: str = "policies") -> p.PolicySet:
+def parse(data: Any, source: str = "policies") -> PolicySet:
     """Build the policy set from the parsed YAML document ``data``."""
     if not isinstance(data, dict) or not isinstance(data.get("policies"), list):
         raise ConfigError(f"{source}: expected a mapping with a 'policies' list")
@@ -332,10 +333,10 @@ def parse(data: Any, source: str = "policies") -> p.PolicySet:
             keep.append(policy)
     if not keep:
         raise ConfigError(f"{source}: no keep policy, every trace would be dropped")
-    return p.PolicySet(keep, drop)
+    return PolicySet(keep, drop)
 
 
-def load(path: str | Path) -> p.PolicySet:
+def load(path: str | Path) -> PolicySet:
     """Read and validate the policy file at ``path``."""
     try:
         text = Path(path).read_text()

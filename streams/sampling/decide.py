@@ -18,10 +18,10 @@ from typing import Any
 from llmobs.retry import Backoff
 from schemas import Codec
 from streams.sampling.buffer import PendingTrace
+from streams.sampling.combine import PolicySet, Verdict
 from streams.sampling.decisions import Decision, DecisionCache
 from streams.sampling.emit import Emitter, Outgoing
 from streams.sampling.metrics import SamplerMetrics
-from streams.sampling.policies import PolicySet, Verdict
 from streams.sampling.state import StateStore, batch_of, batch_position
 from streams.sampling.trace import TraceView
 from streams.sampling.writes import Writes

@@ -6,7 +6,7 @@ import re
 from collections.abc import Sequence
 from decimal import Decimal
 
-from streams.sampling.policies import Match, Policy
+from streams.sampling.policies import Policy
 from streams.sampling.trace import TraceView
 
 TOKEN_KINDS = ("total", "input", "output", "reasoning")
@@ -22,9 +22,9 @@ class Cost(Policy):
         super().__init__(name)
         self.min_cost = min_cost
 
-    def evaluate(self, trace: TraceView, now_s: float) -> Match | None:
+    def matches(self, trace: TraceView) -> bool:
         cost = trace.known_cost
-        return self._hit(cost is not None and cost >= self.min_cost)
+        return cost is not None and cost >= self.min_cost
 
 
 class Tokens(Policy):
@@ -33,13 +33,13 @@ class Tokens(Policy):
         self.min_tokens = min_tokens
         self.kind = kind
 
-    def evaluate(self, trace: TraceView, now_s: float) -> Match | None:
+    def matches(self, trace: TraceView) -> bool:
         total = 0
         for _, genai in trace.genai():
             if genai.get("operation") in ROLLUP_OPERATIONS:
                 continue
             total += self._tokens(genai)
-        return self._hit(total >= self.min_tokens)
+        return total >= self.min_tokens
 
     def _tokens(self, genai: dict[str, object]) -> int:
         if self.kind == "total":
@@ -58,13 +58,13 @@ class Model(Policy):
         self.models = frozenset(models)
         self.patterns = [re.compile(m) for m in models] if regex else []
 
-    def evaluate(self, trace: TraceView, now_s: float) -> Match | None:
+    def matches(self, trace: TraceView) -> bool:
         for _, genai in trace.genai():
             for field in ("request_model", "response_model"):
                 model = genai.get(field)
                 if model and self._matches(model):
-                    return Match(self.name)
-        return None
+                    return True
+        return False
 
     def _matches(self, model: str) -> bool:
         if self.patterns:
@@ -77,32 +77,30 @@ class Provider(Policy):
         super().__init__(name)
         self.providers = frozenset(p.lower() for p in providers)
 
-    def evaluate(self, trace: TraceView, now_s: float) -> Match | None:
-        return self._hit(
-            any(
-                (genai.get("provider") or "").lower() in self.providers
-                for _, genai in trace.genai()
-            )
+    def matches(self, trace: TraceView) -> bool:
+        return any(
+            (genai.get("provider") or "").lower() in self.providers
+            for _, genai in trace.genai()
         )
 
 
 class ModelError(Policy):
     """A model call that failed: error status or an error type on a GenAI span."""
 
-    def evaluate(self, trace: TraceView, now_s: float) -> Match | None:
+    def matches(self, trace: TraceView) -> bool:
         for span, genai in trace.genai():
             if genai.get("operation") in ROLLUP_OPERATIONS:
                 continue
             if span["status_code"] == "ERROR" or genai.get("error_type"):
-                return Match(self.name)
-        return None
+                return True
+        return False
 
 
 class UnpricedModel(Policy):
     """A model call the cost stage could not price because its model is unknown."""
 
-    def evaluate(self, trace: TraceView, now_s: float) -> Match | None:
-        return self._hit(UNKNOWN_MODEL in set(trace.cost_statuses()))
+    def matches(self, trace: TraceView) -> bool:
+        return UNKNOWN_MODEL in set(trace.cost_statuses())
 
 
 def _int(value: object) -> int:

@@ -1,39 +1,34 @@
-"""Sampling policies over whole traces and the rule that combines them.
+"""Sampling policies over whole traces; ``combine.py`` holds the rule over them.
 
-Each policy answers with a ``Match`` (keep, with the policy name reported on
-the kept spans and the adjusted count: how many traces the kept one stands
-for) or None. Combination: any drop policy that matches drops the trace;
-otherwise the first stateless keep wins (a deterministic one over a
-probabilistic one); only a trace nothing else keeps spends rate-limit tokens.
+A policy states its ``condition`` on a trace: None when the trace's spans
+rule a match out, else the ``Term`` its id's hash must satisfy (the empty
+term for a deterministic match). ``evaluate`` applies it, and spends a
+budget where the policy has one (``stateful``); ``chance`` is the probability
+of a match over random trace ids and the budgets' recent admission rates,
+from which the policy set derives each kept trace's adjusted count.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from streams.sampling import probability
+from streams.sampling.probability import ALWAYS, Term
 from streams.sampling.trace import TraceView
 
 STATUS_CODES = ("OK", "ERROR", "UNSET")
-# Decay of the offered/admitted sums that estimate a rate limit's adjusted count.
+# Decay of the offered/admitted counts that estimate a budget's admission rate.
 _ESTIMATE_HALF_LIFE_S = 10.0
 
 
 @dataclass(frozen=True)
 class Match:
+    """A keep (or, from a drop policy, a drop) and the policy to report."""
+
     policy: str
-    adjusted_count: float = 1.0
-
-
-@dataclass(frozen=True)
-class Verdict:
-    kept: bool
-    policy: str | None = None
-    adjusted_count: float | None = None
-    dropped_by: str | None = None
 
 
 class Policy:
@@ -44,16 +39,45 @@ class Policy:
     def __init__(self, name: str) -> None:
         self.name = name
 
-    def evaluate(self, trace: TraceView, now_s: float) -> Match | None:
+    def matches(self, trace: TraceView) -> bool:
+        """For a deterministic policy: whether the trace's spans match."""
         raise NotImplementedError
 
-    def _hit(self, matched: bool) -> Match | None:
-        return Match(self.name) if matched else None
+    def condition(self, trace: TraceView) -> Term | None:
+        return ALWAYS if self.matches(trace) else None
+
+    def evaluate(self, trace: TraceView, now_s: float) -> Match | None:
+        term = self.condition(trace)
+        if term is None or not satisfied(term, trace):
+            return None
+        return Match(self.name)
+
+    def chance(self, trace: TraceView) -> float:
+        term = self.condition(trace)
+        return 0.0 if term is None else probability.chance(term)
+
+
+def all_of(policies: Sequence[Policy], trace: TraceView) -> Term | None:
+    """The condition under which every one of ``policies`` matches."""
+    term = ALWAYS
+    for policy in policies:
+        sub = policy.condition(trace)
+        if sub is None:
+            return None
+        term = probability.both(term, sub)
+    return term
+
+
+def satisfied(term: Term, trace: TraceView) -> bool:
+    """Whether the trace's id meets every threshold of ``term``."""
+    return all(
+        probability.passes(trace.id_hash(salt), limit) for salt, limit in term.items()
+    )
 
 
 class AlwaysSample(Policy):
-    def evaluate(self, trace: TraceView, now_s: float) -> Match | None:
-        return Match(self.name)
+    def matches(self, trace: TraceView) -> bool:
+        return True
 
 
 class Latency(Policy):
@@ -64,11 +88,11 @@ class Latency(Policy):
         self.threshold_ms = threshold_ms
         self.upper_ms = upper_ms
 
-    def evaluate(self, trace: TraceView, now_s: float) -> Match | None:
+    def matches(self, trace: TraceView) -> bool:
         duration_ms = trace.duration_ms
         if self.upper_ms is not None and duration_ms > self.upper_ms:
-            return None
-        return self._hit(duration_ms >= self.threshold_ms)
+            return False
+        return duration_ms >= self.threshold_ms
 
 
 class StatusCode(Policy):
@@ -76,8 +100,8 @@ class StatusCode(Policy):
         super().__init__(name)
         self.codes = frozenset(codes)
 
-    def evaluate(self, trace: TraceView, now_s: float) -> Match | None:
-        return self._hit(any(s["status_code"] in self.codes for s in trace.spans))
+    def matches(self, trace: TraceView) -> bool:
+        return any(s["status_code"] in self.codes for s in trace.spans)
 
 
 class NumericAttribute(Policy):
@@ -95,13 +119,13 @@ class NumericAttribute(Policy):
         self.max_value = max_value
         self.invert = invert
 
-    def evaluate(self, trace: TraceView, now_s: float) -> Match | None:
+    def matches(self, trace: TraceView) -> bool:
         found = any(
             self._in_range(v)
             for v in trace.attribute_values(self.key)
             if isinstance(v, (int, float)) and not isinstance(v, bool)
         )
-        return self._hit(found != self.invert)
+        return found != self.invert
 
     def _in_range(self, value: float) -> bool:
         if self.min_value is not None and value < self.min_value:
@@ -121,13 +145,13 @@ class StringAttribute(Policy):
         self.patterns = [re.compile(v) for v in values] if regex else []
         self.invert = invert
 
-    def evaluate(self, trace: TraceView, now_s: float) -> Match | None:
+    def matches(self, trace: TraceView) -> bool:
         found = any(
             self._matches(v)
             for v in trace.attribute_values(self.key)
             if isinstance(v, str)
         )
-        return self._hit(found != self.invert)
+        return found != self.invert
 
     def _matches(self, value: str) -> bool:
         if self.patterns:
@@ -142,9 +166,9 @@ class BooleanAttribute(Policy):
         self.value = value
         self.invert = invert
 
-    def evaluate(self, trace: TraceView, now_s: float) -> Match | None:
+    def matches(self, trace: TraceView) -> bool:
         found = any(v is self.value for v in trace.attribute_values(self.key))
-        return self._hit(found != self.invert)
+        return found != self.invert
 
 
 class SpanCount(Policy):
@@ -153,10 +177,10 @@ class SpanCount(Policy):
         self.min_spans = min_spans
         self.max_spans = max_spans
 
-    def evaluate(self, trace: TraceView, now_s: float) -> Match | None:
+    def matches(self, trace: TraceView) -> bool:
         count = trace.span_count
         too_many = self.max_spans is not None and count > self.max_spans
-        return self._hit(count >= self.min_spans and not too_many)
+        return count >= self.min_spans and not too_many
 
 
 class Probabilistic(Policy):
@@ -166,23 +190,10 @@ class Probabilistic(Policy):
         super().__init__(name)
         self.percentage = percentage
         self.salt = salt.encode()
-        self._threshold = int(percentage / 100 * (1 << 64))
+        self.limit = probability.threshold(percentage / 100)
 
-    def evaluate(self, trace: TraceView, now_s: float) -> Match | None:
-        if self.percentage <= 0:
-            return None
-        if trace_hash(self.salt, trace.trace_id) >= self._threshold:
-            return None
-        return Match(self.name, 100.0 / self.percentage)
-
-
-def trace_hash(salt: bytes, trace_id: str) -> int:
-    """64-bit BLAKE2b of the salt and the trace id: uniform even for close ids."""
-    try:
-        data = salt + bytes.fromhex(trace_id)
-    except ValueError:
-        data = salt + trace_id.encode()
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+    def condition(self, trace: TraceView) -> Term | None:
+        return {self.salt: self.limit}
 
 
 class TokenBucket:
@@ -190,7 +201,8 @@ class TokenBucket:
 
     A positive balance admits a whole trace and may go into debt, so a trace
     bigger than the burst is kept once the bucket is full, and the debt is
-    repaid before the next one.
+    repaid before the next one. Traces offered and admitted lately estimate
+    the chance that the next one is admitted.
     """
 
     def __init__(self, spans_per_s: float, burst_spans: float) -> None:
@@ -210,18 +222,18 @@ class TokenBucket:
             self.offered *= decay
             self.admitted *= decay
         self.updated_s = now_s
-        self.offered += spans
+        self.offered += 1
         if self.tokens <= 0:
             return False
         self.tokens -= spans
-        self.admitted += spans
+        self.admitted += 1
         return True
 
-    def adjusted_count(self) -> float:
-        """Offered over admitted spans lately: the inverse keep probability."""
-        if self.admitted <= 0:
+    def admission(self) -> float:
+        """Share of the traces offered lately that were admitted."""
+        if self.offered <= 0:
             return 1.0
-        return max(1.0, self.offered / self.admitted)
+        return min(1.0, self.admitted / self.offered)
 
 
 class RateLimiting(Policy):
@@ -231,28 +243,41 @@ class RateLimiting(Policy):
         super().__init__(name)
         self.bucket = TokenBucket(spans_per_s, burst_spans)
 
+    def condition(self, trace: TraceView) -> Term | None:
+        return ALWAYS
+
     def evaluate(self, trace: TraceView, now_s: float) -> Match | None:
         if not self.bucket.take(trace.span_count, now_s):
             return None
-        return Match(self.name, self.bucket.adjusted_count())
+        return Match(self.name)
+
+    def chance(self, trace: TraceView) -> float:
+        return self.bucket.admission()
 
 
 class And(Policy):
-    """Every sub-policy matches; evaluated in order, stopping at the first miss."""
+    """Every sub-policy matches; budgets are spent only once all others did."""
 
     def __init__(self, name: str, policies: Sequence[Policy]) -> None:
         super().__init__(name)
         self.policies = list(policies)
-        self.stateful = any(p.stateful for p in self.policies)
+        self.budgets = [p for p in self.policies if p.stateful]
+        self.stateful = bool(self.budgets)
+
+    def condition(self, trace: TraceView) -> Term | None:
+        """The sub-policies' conditions together, budgets aside."""
+        return all_of([p for p in self.policies if not p.stateful], trace)
 
     def evaluate(self, trace: TraceView, now_s: float) -> Match | None:
-        adjusted = 1.0
-        for policy in self.policies:
-            match = policy.evaluate(trace, now_s)
-            if match is None:
+        if super().evaluate(trace, now_s) is None:
+            return None
+        for budget in self.budgets:
+            if budget.evaluate(trace, now_s) is None:
                 return None
-            adjusted *= match.adjusted_count
-        return Match(self.name, adjusted)
+        return Match(self.name)
+
+    def chance(self, trace: TraceView) -> float:
+        return super().chance(trace) * math.prod(b.chance(trace) for b in self.budgets)
 
 
 class Not(Policy):
@@ -262,8 +287,8 @@ class Not(Policy):
         super().__init__(name)
         self.policy = policy
 
-    def evaluate(self, trace: TraceView, now_s: float) -> Match | None:
-        return self._hit(self.policy.evaluate(trace, now_s) is None)
+    def matches(self, trace: TraceView) -> bool:
+        return self.policy.condition(trace) is None
 
 
 class Drop(Policy):
@@ -273,11 +298,8 @@ class Drop(Policy):
         super().__init__(name)
         self.policies = list(policies)
 
-    def evaluate(self, trace: TraceView, now_s: float) -> Match | None:
-        for policy in self.policies:
-            if policy.evaluate(trace, now_s) is None:
-                return None
-        return Match(self.name)
+    def condition(self, trace: TraceView) -> Term | None:
+        return all_of(self.policies, trace)
 
 
 class Composite(Policy):
@@ -299,48 +321,23 @@ class Composite(Policy):
             for rate in [spans_per_s * percent / 100]
         ]
 
+    def condition(self, trace: TraceView) -> Term | None:
+        if any(p.condition(trace) is not None for p, _ in self.shares):
+            return ALWAYS
+        return None
+
     def evaluate(self, trace: TraceView, now_s: float) -> Match | None:
         for policy, bucket in self.shares:
             match = policy.evaluate(trace, now_s)
             if match is None or not bucket.take(trace.span_count, now_s):
                 continue
-            adjusted = match.adjusted_count * bucket.adjusted_count()
-            return Match(f"{self.name}/{match.policy}", adjusted)
+            return Match(f"{self.name}/{match.policy}")
         return None
 
-
-class PolicySet:
-    """The configured policies and the combination rule."""
-
-    def __init__(self, keep: Sequence[Policy], drop: Sequence[Drop]) -> None:
-        self.drop = list(drop)
-        self.stateless = [p for p in keep if not p.stateful]
-        self.stateful = [p for p in keep if p.stateful]
-
-    @property
-    def names(self) -> list[str]:
-        return [p.name for p in (*self.drop, *self.stateless, *self.stateful)]
-
-    def decide(self, trace: TraceView, now_s: float) -> Verdict:
-        for drop in self.drop:
-            if drop.evaluate(trace, now_s) is not None:
-                return Verdict(False, dropped_by=drop.name)
-
-        best: Match | None = None
-        for policy in self.stateless:
-            match = policy.evaluate(trace, now_s)
-            if match is not None and (
-                best is None or match.adjusted_count < best.adjusted_count
-            ):
-                best = match
-                if best.adjusted_count <= 1.0:
-                    break
-        if best is not None:
-            return Verdict(True, best.policy, best.adjusted_count)
-
-        # Budgets are spent only on traces that nothing else keeps.
-        for policy in self.stateful:
-            match = policy.evaluate(trace, now_s)
-            if match is not None:
-                return Verdict(True, match.policy, match.adjusted_count)
-        return Verdict(False)
+    def chance(self, trace: TraceView) -> float:
+        """Any share admitting it, each independently of those before."""
+        missed = math.prod(
+            1.0 - policy.chance(trace) * bucket.admission()
+            for policy, bucket in self.shares
+        )
+        return 1.0 - missed

@@ -26,11 +26,11 @@ from llmobs.errors import SchemaError
 from llmobs.retry import Backoff, ShutdownRequested
 from schemas import Codec
 from streams.sampling.buffer import PendingTrace, TraceBuffer
+from streams.sampling.combine import PolicySet
 from streams.sampling.decide import Decider, Made, mark
 from streams.sampling.decisions import Decision, DecisionCache
 from streams.sampling.emit import Emitter, Outgoing
 from streams.sampling.metrics import SamplerMetrics
-from streams.sampling.policies import PolicySet
 from streams.sampling.settings import SamplingSettings
 from streams.sampling.state import (
     StateStore,

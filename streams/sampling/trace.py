@@ -9,6 +9,8 @@ from typing import Any
 
 import orjson
 
+from streams.sampling.probability import trace_hash
+
 
 class TraceView:
     """The spans of one trace from all its buffered SpanBatch records."""
@@ -16,6 +18,7 @@ class TraceView:
     def __init__(self, trace_id: str, batches: list[dict[str, Any]]) -> None:
         self.trace_id = trace_id
         self.batches = batches
+        self._hashes: dict[bytes, int] = {}
         self.spans: list[dict[str, Any]] = []
         self._resource_of: list[dict[str, Any]] = []
         for batch in batches:
@@ -26,6 +29,13 @@ class TraceView:
                 self._resource_of.append(
                     resources[index] if 0 <= index < len(resources) else {}
                 )
+
+    def id_hash(self, salt: bytes) -> int:
+        """The salted hash of the trace id, computed once per salt."""
+        value = self._hashes.get(salt)
+        if value is None:
+            value = self._hashes[salt] = trace_hash(salt, self.trace_id)
+        return value
 
     @property
     def span_count(self) -> int:

@@ -8,6 +8,7 @@ from typing import Any
 
 import schemas
 from streams.sampling import policies as p
+from streams.sampling.combine import PolicySet
 from streams.sampling.emit import Emitter
 from streams.sampling.sampler import Sampler
 from streams.sampling.settings import SamplingSettings
@@ -69,7 +70,7 @@ class Clock:
 
 
 class Harness:
-    def __init__(self, policies: p.PolicySet, **overrides: Any) -> None:
+    def __init__(self, policies: PolicySet, **overrides: Any) -> None:
         values = {"decision_wait_s": 30.0, "quiet_period_s": 2.0, **overrides}
         self.settings = SamplingSettings(**values)
         self.store = MemoryStore()
@@ -84,13 +85,13 @@ class Harness:
         self.sampler = self.new_sampler(policies)
 
     @classmethod
-    async def start(cls, policies: p.PolicySet, **overrides: Any) -> Harness:
+    async def start(cls, policies: PolicySet, **overrides: Any) -> Harness:
         """A harness whose sampler owns ``PARTITIONS``, as after a recovery."""
         harness = cls(policies, **overrides)
         await harness.sampler.restore([], [], set(PARTITIONS))
         return harness
 
-    def new_sampler(self, policies: p.PolicySet) -> Sampler:
+    def new_sampler(self, policies: PolicySet) -> Sampler:
         self.emitter = Emitter(self.send, CODEC, dead_letter=self.dead_letter)
         return Sampler(
             self.settings, policies, CODEC, self.store, self.emitter, clock=self.clock
@@ -112,7 +113,7 @@ class Harness:
         self.offset += 1
         await self.sampler.on_batch(partition, self.offset, value)
 
-    async def restart(self, policies: p.PolicySet) -> list[bytes]:
+    async def restart(self, policies: PolicySet) -> list[bytes]:
         """A new sampler recovering what the store holds, as after a crash."""
         self.sampler = self.new_sampler(policies)
         return await self.sampler.restore(
@@ -130,5 +131,5 @@ class Harness:
         }
 
 
-KEEP_ALL = p.PolicySet([p.AlwaysSample("all")], [])
-KEEP_ERRORS = p.PolicySet([p.StatusCode("errors", ["ERROR"])], [])
+KEEP_ALL = PolicySet([p.AlwaysSample("all")], [])
+KEEP_ERRORS = PolicySet([p.StatusCode("errors", ["ERROR"])], [])

@@ -6,6 +6,7 @@ from typing import Any
 
 from llmobs.retry import Backoff
 from streams.sampling import policies as p
+from streams.sampling.combine import PolicySet
 from tests.streams.sampling.harness import CODEC, KEEP_ALL, KEEP_ERRORS, Harness
 from tests.streams.sampling.spanbatches import trace_in_batches
 
@@ -213,10 +214,10 @@ async def test_a_failed_delivery_holds_its_trace_and_the_tick_goes_on() -> None:
 
 async def test_a_failing_policy_holds_the_trace_instead_of_raising() -> None:
     class Broken(p.Policy):
-        def evaluate(self, trace: Any, now_s: float) -> p.Match | None:
+        def matches(self, trace: Any) -> bool:
             raise ZeroDivisionError
 
-    h = await Harness.start(p.PolicySet([Broken("broken")], []))
+    h = await Harness.start(PolicySet([Broken("broken")], []))
     trace_id, batches, _ = trace_in_batches(1, [[1, 0]])
     await h.feed(batches[0])
     h.clock.now_s += 3
