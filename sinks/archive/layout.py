@@ -7,12 +7,14 @@ spans it holds for that Hive folder. One Kafka partition interleaves tenants
 and hours, so several files are open at once, and the committed offset can
 lag behind records already uploaded. The manifest
 ``_manifests/<topic>/<partition>.json`` lists every uploaded (folder, first,
-last) range; it is written after the uploads and before the offset commit.
-On a replay, a record at offset o whose spans belong to folder d is skipped
-when a manifest range of d covers o: only one file per folder is open at a
-time, so every record of d between first and last is in that object. An
-object uploaded but missing from the manifest (crash before the manifest
-write) is superseded: the new upload of an overlapping range deletes it.
+last) range. Each round of uploads is announced in it first, as pending
+ranges, and confirmed after, all before the offset commit. On a replay, a
+record at offset o whose spans belong to folder d is skipped when a manifest
+range of d covers o: only one file per folder is open at a time, so every
+record of d between first and last is in that object. A pending range left
+by a crash is settled when the manifest is read again: its object exists
+(uploads are atomic), so it counts as uploaded, or it does not, and is
+dropped. A later upload never writes those records a second time.
 """
 
 from __future__ import annotations
@@ -71,24 +73,48 @@ def manifest_key(topic: str, partition: int) -> str:
 
 @dataclass
 class Manifest:
-    """Uploaded offset ranges of one topic-partition, by Hive folder."""
+    """Uploaded and announced offset ranges of one topic-partition, by folder."""
 
     topic: str
     partition: int
     ranges: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    # Uploads announced but not yet confirmed: a crash may have cut them off.
+    pending: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    _merged: dict[str, list[tuple[int, int]]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     def covers(self, folder: str, offset: int) -> bool:
-        spans = self.ranges.get(folder)
-        if not spans:
-            return False
+        """Whether an uploaded range of ``folder`` holds ``offset``."""
+        spans = self._merged.get(folder)
+        if spans is None:
+            spans = self._merged[folder] = _merge(self.ranges.get(folder, []))
         index = bisect.bisect_right(spans, (offset, 1 << 62)) - 1
         return index >= 0 and spans[index][0] <= offset <= spans[index][1]
 
     def add(self, folder: str, first: int, last: int) -> None:
         bisect.insort(self.ranges.setdefault(folder, []), (first, last))
+        self._merged.pop(folder, None)
 
     def listed(self, folder: str, first: int, last: int) -> bool:
-        return (first, last) in self.ranges.get(folder, ())
+        """Whether this exact object is uploaded or announced."""
+        exact = (first, last)
+        uploaded = exact in self.ranges.get(folder, ())
+        return uploaded or exact in self.pending.get(folder, ())
+
+    def announce(self, folder: str, first: int, last: int) -> None:
+        """Name an upload about to start, so a crash cannot orphan its object."""
+        bisect.insort(self.pending.setdefault(folder, []), (first, last))
+
+    def settle(self, folder: str, first: int, last: int, uploaded: bool) -> None:
+        """An announced upload is done (uploaded) or will not happen now."""
+        spans = self.pending.get(folder, [])
+        if (first, last) in spans:
+            spans.remove((first, last))
+        if not spans:
+            self.pending.pop(folder, None)
+        if uploaded:
+            self.add(folder, first, last)
 
     def prune(self, low_offset: int) -> int:
         """Forget ranges wholly below ``low_offset`` (gone from Kafka)."""
@@ -100,17 +126,15 @@ class Manifest:
                 self.ranges[folder] = kept
             else:
                 del self.ranges[folder]
+        self._merged.clear()
         return dropped
 
     def to_bytes(self) -> bytes:
         doc: dict[str, Any] = {
             "topic": self.topic,
             "partition": self.partition,
-            "ranges": [
-                [folder, first, last]
-                for folder, spans in sorted(self.ranges.items())
-                for first, last in spans
-            ],
+            "ranges": _rows(self.ranges),
+            "pending": _rows(self.pending),
         }
         return orjson.dumps(doc)
 
@@ -119,6 +143,28 @@ class Manifest:
         manifest = cls(topic, partition)
         if not data:
             return manifest
-        for folder, first, last in orjson.loads(data)["ranges"]:
+        doc = orjson.loads(data)
+        for folder, first, last in doc["ranges"]:
             manifest.add(folder, int(first), int(last))
+        for folder, first, last in doc.get("pending", ()):
+            manifest.announce(folder, int(first), int(last))
         return manifest
+
+
+def _rows(ranges: dict[str, list[tuple[int, int]]]) -> list[list[Any]]:
+    return [
+        [folder, first, last]
+        for folder, spans in sorted(ranges.items())
+        for first, last in spans
+    ]
+
+
+def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted ranges joined where they overlap or touch, for ``covers``."""
+    merged: list[tuple[int, int]] = []
+    for first, last in spans:
+        if merged and first <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], last))
+        else:
+            merged.append((first, last))
+    return merged

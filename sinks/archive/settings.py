@@ -45,7 +45,14 @@ class ArchiveSettings:
     max_batch_spans: int = setting(5000, "spans taken from Kafka per step")
     flush_interval_s: float = setting(1.0, "longest wait before buffering a batch")
     upload_retry_deadline_s: float = setting(
-        120.0, "how long an upload is retried on transient storage errors"
+        120.0,
+        "how long an upload is retried on transient storage errors (never past "
+        "two thirds of max_poll_interval_s in one round)",
+    )
+    max_poll_interval_s: float = setting(
+        300.0,
+        "the group gives our partitions to another member after this long "
+        "without a poll; a round of uploads stays within two thirds of it",
     )
     max_idle_s: float | None = setting(
         None, "stop after this long without new records (unset: run forever)"
@@ -73,5 +80,7 @@ class ArchiveSettings:
             raise ConfigError("flush_interval_s must be positive")
         if self.upload_retry_deadline_s < 0:
             raise ConfigError("upload_retry_deadline_s must not be negative")
+        if self.max_poll_interval_s < 30:
+            raise ConfigError("max_poll_interval_s must be at least 30")
         if self.max_idle_s is not None and self.max_idle_s <= 0:
             raise ConfigError("max_idle_s must be positive when set")

@@ -3,15 +3,21 @@
 Both stores take keys with ``/`` separators relative to the archive root.
 Writes are atomic for readers: the local store renames a finished temporary
 file into place, S3 publishes an object only when its (multipart) upload
-completes. Calls block; the sink runs them in a thread.
+completes. ``put_if`` writes only over the version the caller read (S3
+``If-Match`` / ``If-None-Match``; a lock file and a content hash locally),
+so two writers of one manifest cannot silently overwrite each other. Calls
+block; the sink runs them in a thread.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import io
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -21,12 +27,27 @@ from llmobs.errors import ConfigError, RetriableStageError, StageError
 log = logging.getLogger(__name__)
 
 
+class WriteConflict(StageError):
+    """A conditional write found another version than the one it was based on."""
+
+
 class Store(Protocol):
     """The few object operations the archive needs."""
 
     def put(self, key: str, data: bytes) -> None: ...
 
     def get(self, key: str) -> bytes | None: ...
+
+    def get_versioned(self, key: str) -> tuple[bytes | None, str | None]:
+        """The object and a token of its version; (None, None) when absent."""
+
+    def put_if(self, key: str, data: bytes, version: str | None) -> str:
+        """Write unless the object changed since ``version`` (None: absent).
+
+        Returns the new version; WriteConflict when the object changed.
+        """
+
+    def exists(self, key: str) -> bool: ...
 
     def list(self, prefix: str = "") -> list[str]: ...
 
@@ -61,16 +82,37 @@ class LocalStore:
         except FileNotFoundError:
             return None
 
+    def get_versioned(self, key: str) -> tuple[bytes | None, str | None]:
+        data = self.get(key)
+        return data, None if data is None else _digest(data)
+
+    def put_if(self, key: str, data: bytes, version: str | None) -> str:
+        path = self.root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Every writer of the key takes the lock; a reader needs none, since
+        # put() replaces the file whole.
+        with open(path.parent / f".lock-{path.name}", "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            current = self.get(key)
+            found = None if current is None else _digest(current)
+            if found != version:
+                raise WriteConflict(f"{key} changed since version {version}")
+            self.put(key, data)
+        return _digest(data)
+
+    def exists(self, key: str) -> bool:
+        return (self.root / key).is_file()
+
     def list(self, prefix: str = "") -> list[str]:
-        base = self.root / prefix if prefix.endswith("/") else self.root
-        if not base.exists():
-            return []
-        keys = []
-        for path in base.rglob("*"):
-            if path.is_file() and not path.name.startswith(".tmp-"):
-                key = path.relative_to(self.root).as_posix()
-                if key.startswith(prefix):
-                    keys.append(key)
+        # Walk only the folders that can hold keys starting with ``prefix``:
+        # its folder part, then the entries its last part can still match.
+        folder, _, _name = prefix.rpartition("/")
+        base = self.root / folder if folder else self.root
+        keys = [
+            key
+            for key in _walk(base, f"{folder}/" if folder else "", prefix)
+            if key.startswith(prefix)
+        ]
         return sorted(keys)
 
     def delete(self, key: str) -> None:
@@ -78,6 +120,29 @@ class LocalStore:
 
     def describe(self) -> str:
         return str(self.root)
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _walk(folder: Path, key_prefix: str, prefix: str) -> Iterator[str]:
+    """Keys of the files under ``folder`` that may start with ``prefix``."""
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for entry in entries:
+        # Temporary files and lock files are never objects.
+        if entry.name.startswith("."):
+            continue
+        key = key_prefix + entry.name
+        if entry.is_dir(follow_symlinks=False):
+            below = key + "/"
+            if below.startswith(prefix) or prefix.startswith(below):
+                yield from _walk(Path(entry.path), below, prefix)
+        elif entry.is_file():
+            yield key
 
 
 class S3Store:
@@ -113,6 +178,7 @@ class S3Store:
             multipart_threshold=multipart_chunk_bytes,
             multipart_chunksize=multipart_chunk_bytes,
         )
+        self._conditional = True
 
     def put(self, key: str, data: bytes) -> None:
         with _translated(f"upload s3://{self.bucket}/{self.prefix}{key}"):
@@ -124,6 +190,9 @@ class S3Store:
             )
 
     def get(self, key: str) -> bytes | None:
+        return self.get_versioned(key)[0]
+
+    def get_versioned(self, key: str) -> tuple[bytes | None, str | None]:
         from botocore.exceptions import ClientError
 
         try:
@@ -131,15 +200,56 @@ class S3Store:
                 response = self._client.get_object(
                     Bucket=self.bucket, Key=self.prefix + key
                 )
-                return bytes(response["Body"].read())
+                return bytes(response["Body"].read()), str(response["ETag"])
+        except StageError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, ClientError) and _code(cause) in ("NoSuchKey", "404"):
+                return None, None
+            raise
+
+    def put_if(self, key: str, data: bytes, version: str | None) -> str:
+        from botocore.exceptions import ClientError
+
+        where = f"s3://{self.bucket}/{self.prefix}{key}"
+        condition = {"IfNoneMatch": "*"} if version is None else {"IfMatch": version}
+        if not self._conditional:
+            condition = {}
+        try:
+            with _translated(f"conditional upload {where}"):
+                response = self._client.put_object(
+                    Bucket=self.bucket, Key=self.prefix + key, Body=data, **condition
+                )
+                return str(response["ETag"])
+        except StageError as exc:
+            cause = exc.__cause__
+            if not isinstance(cause, ClientError):
+                raise
+            if _code(cause) in ("PreconditionFailed", "ConditionalRequestConflict"):
+                raise WriteConflict(f"{where} changed since version {version}") from exc
+            if _code(cause) != "NotImplemented" or not condition:
+                raise
+        # A store without conditional writes: last writer wins, as on any
+        # store before they existed. Said once.
+        log.warning("%s does not take conditional writes; writing plainly", where)
+        self._conditional = False
+        return self.put_if(key, data, version)
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            with _translated(f"head s3://{self.bucket}/{self.prefix}{key}"):
+                self._client.head_object(Bucket=self.bucket, Key=self.prefix + key)
         except StageError as exc:
             cause = exc.__cause__
             if isinstance(cause, ClientError) and _code(cause) in (
                 "NoSuchKey",
+                "NotFound",
                 "404",
             ):
-                return None
+                return False
             raise
+        return True
 
     def list(self, prefix: str = "") -> list[str]:
         keys = []

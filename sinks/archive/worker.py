@@ -3,15 +3,19 @@
 Records are routed span by span into one open file per (Kafka partition,
 Hive folder). A file is rolled (written as zstd Parquet and uploaded) when it
 reaches ``max_file_bytes``, ``max_file_age_s``, or when too many are open.
-After each round of uploads the partition's manifest is written, and only
-then is the offset committed: the first offset of the oldest file still
-open on that partition, or past the last record read. ``layout`` explains why
-replays after a crash write every span exactly once.
+Each round of uploads is announced in the partition's manifest, uploaded,
+then confirmed there, and only then is the offset committed: the first
+offset of the oldest file still open on that partition, or past the last
+record read. ``layout`` explains why replays after a crash write every span
+once. A round's storage work stays well under the group's poll interval
+(what does not fit waits for the next round), and no storage write is made
+for a partition the consumer no longer owns.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import logging
 import time
@@ -28,6 +32,7 @@ from llmobs.retry import Backoff, retry_async
 from llmobs.settings import describe
 from sinks.archive import layout
 from sinks.archive.layout import Manifest
+from sinks.archive.manifests import ManifestBook
 from sinks.archive.schema import Rows, start_hour
 from sinks.archive.settings import ArchiveSettings
 from sinks.archive.storage import Store, open_store
@@ -60,6 +65,21 @@ class OpenFile:
         return f"{self.folder}/{name}"
 
 
+@dataclass
+class RoundBudget:
+    """Storage time of one write, tick or close, counted from its start."""
+
+    uploads_s: float
+    total_s: float
+    started_s: float = field(default_factory=time.monotonic)
+
+    def may_upload(self) -> bool:
+        return time.monotonic() - self.started_s < self.uploads_s
+
+    def left_s(self) -> float:
+        return max(0.0, self.total_s - (time.monotonic() - self.started_s))
+
+
 class ArchiveHandler:
     """Buffers spans into open files and uploads them, manifest, then commit."""
 
@@ -74,6 +94,7 @@ class ArchiveHandler:
             multipart_chunk_bytes=settings.multipart_chunk_bytes,
         )
         self.low_watermark: Callable[[Position], int | None] = lambda _p: None
+        self.owns: Callable[[Position], bool] = lambda _p: True
         self.archived_spans = 0
         self.skipped_spans = 0
         self.files = 0
@@ -81,8 +102,9 @@ class ArchiveHandler:
         self._codec = schemas.codec(schemas.SPAN_BATCH)
         self._backoff = Backoff(deadline_s=settings.upload_retry_deadline_s)
         self._open: dict[tuple[Position, str], OpenFile] = {}
-        self._manifests: dict[Position, Manifest] = {}
+        self._book = ManifestBook(self.store, self._storage)
         self._read_next: dict[Position, int] = {}
+        self._budget = self._new_budget()
 
     def decode(self, message: Message) -> Item:
         headers = message.headers() or []
@@ -99,6 +121,7 @@ class ArchiveHandler:
     async def write(
         self, items: list[Item], stop: asyncio.Event
     ) -> list[TopicPartition] | None:
+        self._budget = self._new_budget()
         for item in items:
             position = item.position
             self._read_next[position] = max(
@@ -106,7 +129,7 @@ class ArchiveHandler:
             )
             if item.dead or item.payload is None:
                 continue
-            manifest = await self._manifest(position)
+            manifest = await self._book.load(position)
             try:
                 self._route(item, manifest)
             except (IndexError, KeyError, TypeError, ValueError, OverflowError) as exc:
@@ -150,6 +173,7 @@ class ArchiveHandler:
             open_file.rows.add(record, span, where)
 
     async def tick(self, stop: asyncio.Event) -> list[TopicPartition] | None:
+        self._budget = self._new_budget()
         now_s = time.monotonic()
         due = [
             f
@@ -162,6 +186,9 @@ class ArchiveHandler:
         return self._commit_offsets({f.position for f in due})
 
     async def close(self, stop: asyncio.Event) -> list[TopicPartition] | None:
+        # Files that do not fit in the round stay unwritten; the commit stops
+        # before them, so the partition's next owner reads them again.
+        self._budget = self._new_budget()
         positions = {f.position for f in self._open.values()}
         await self._roll(list(self._open.values()), stop)
         return self._commit_offsets(positions | set(self._read_next))
@@ -170,40 +197,65 @@ class ArchiveHandler:
         for key in [k for k in self._open if k[0] in positions]:
             del self._open[key]
         for position in positions:
-            self._manifests.pop(position, None)
+            self._book.forget(position)
             self._read_next.pop(position, None)
 
-    async def _manifest(self, position: Position) -> Manifest:
-        manifest = self._manifests.get(position)
-        if manifest is None:
-            key = layout.manifest_key(*position)
-            data = await self._storage(f"reading {key}", self.store.get, key)
-            manifest = Manifest.from_bytes(position[0], position[1], data)
-            self._manifests[position] = manifest
-        return manifest
+    def _new_budget(self) -> RoundBudget:
+        # Thirds of the poll interval: uploads start in the first, retries
+        # end by the second, and the last is the margin before eviction.
+        interval_s = self.settings.max_poll_interval_s
+        return RoundBudget(uploads_s=interval_s / 3, total_s=interval_s * 2 / 3)
 
     async def _roll(self, files: list[OpenFile], stop: asyncio.Event) -> None:
-        if not files:
-            return
+        files = [f for f in files if self.owns(f.position)]
+        positions = sorted({f.position for f in files})
 
-        # Step 1: every due file is uploaded (and its stale twins removed).
-        for open_file in files:
-            await self._upload(open_file)
-            del self._open[(open_file.position, open_file.folder)]
-            self._manifests[open_file.position].add(
-                open_file.folder, open_file.first, open_file.last
+        # Step 1: the round is announced, so that a crash cannot leave an
+        # object that no manifest names.
+        for f in files:
+            self._book[f.position].announce(f.folder, f.first, f.last)
+        announced = {p for p in positions if await self._write_manifest(p)}
+
+        # Step 2: upload (removing stale twins) while the round has time.
+        # TODO(#6): a member replaced between its owns() check and the end of
+        # an upload still publishes that object, named by no manifest; only a
+        # later overlapping upload in the folder removes it. Closing this
+        # needs a fence the store enforces (an owner epoch in object names or
+        # metadata that readers filter on), not a local check.
+        uploaded: set[tuple[Position, str]] = set()
+        for f in files:
+            if f.position not in announced or not self.owns(f.position):
+                continue
+            if not self._budget.may_upload():
+                break
+            await self._upload(f)
+            uploaded.add((f.position, f.folder))
+        if len(uploaded) < len(files):
+            log.warning(
+                "%d of %d due files left open for the next round "
+                "(storage time of this round spent, or partition no longer ours)",
+                len(files) - len(uploaded),
+                len(files),
             )
 
-        # Step 2: the manifests name the uploads before any offset moves.
-        for position in {f.position for f in files}:
-            manifest = self._manifests[position]
-            low = self.low_watermark(position)
+        # Step 3: the manifests confirm the round before any offset moves.
+        for f in files:
+            done = (f.position, f.folder) in uploaded
+            self._book[f.position].settle(f.folder, f.first, f.last, uploaded=done)
+            if done:
+                del self._open[(f.position, f.folder)]
+        for position in announced:
+            low = await asyncio.to_thread(self.low_watermark, position)
             if low is not None:
-                manifest.prune(low)
-            key = layout.manifest_key(*position)
-            await self._storage(
-                f"writing {key}", self.store.put, key, manifest.to_bytes()
-            )
+                self._book[position].prune(low)
+            await self._write_manifest(position)
+
+    async def _write_manifest(self, position: Position) -> bool:
+        """Write the partition's manifest, if the partition is still ours."""
+        if not self.owns(position):
+            return False
+        await self._book.write(position)
+        return True
 
     async def _upload(self, open_file: OpenFile) -> None:
         data = await asyncio.to_thread(self._parquet, open_file.rows)
@@ -228,9 +280,9 @@ class ArchiveHandler:
         return out.getvalue()
 
     async def _drop_superseded(self, open_file: OpenFile) -> None:
-        """Delete objects of a crashed run that overlap this upload's range."""
+        """Delete unlisted objects (of another writer) overlapping this upload."""
         topic, partition = open_file.position
-        manifest = self._manifests[open_file.position]
+        manifest = self._book[open_file.position]
         prefix = f"{open_file.folder}/{topic}-{partition}-"
         keys = await self._storage(f"listing {prefix}", self.store.list, prefix)
         for key in keys:
@@ -242,29 +294,33 @@ class ArchiveHandler:
                 continue
             if manifest.listed(open_file.folder, first, last):
                 continue
-            if first <= open_file.last and open_file.first <= last:
-                log.warning("removing %s, superseded by %s", key, open_file.key)
-                await self._storage(f"deleting {key}", self.store.delete, key)
+            if not first <= open_file.last or not open_file.first <= last:
+                continue
+            if not self.owns(open_file.position):
+                return
+            log.warning("removing %s, superseded by %s", key, open_file.key)
+            await self._storage(f"deleting {key}", self.store.delete, key)
 
     async def _storage(self, what: str, call: Callable[..., T], *args: Any) -> T:
+        # Retries end with the round's storage time, whatever the deadline.
+        deadline_s = min(self._backoff.deadline_s, self._budget.left_s())
         try:
             return await retry_async(
                 what,
                 lambda: asyncio.to_thread(call, *args),
                 retriable=(RetriableStageError,),
-                backoff=self._backoff,
+                backoff=dataclasses.replace(self._backoff, deadline_s=deadline_s),
             )
         except RetriableStageError as exc:
             raise StageError(
-                f"archive storage unavailable for "
-                f"{self._backoff.deadline_s:.0f}s: {exc}"
+                f"archive storage unavailable for {deadline_s:.0f}s: {exc}"
             ) from exc
 
     def _commit_offsets(self, positions: set[Position]) -> list[TopicPartition]:
         offsets = []
         for position in sorted(positions):
             read_next = self._read_next.get(position)
-            if read_next is None:
+            if read_next is None or not self.owns(position):
                 continue
             firsts = [f.first for f in self._open.values() if f.position == position]
             offset = min(firsts) if firsts else read_next
@@ -288,10 +344,12 @@ class ArchiveSink:
                 max_batch_size=settings.max_batch_spans,
                 flush_interval_s=settings.flush_interval_s,
                 max_idle_s=settings.max_idle_s,
+                max_poll_interval_s=settings.max_poll_interval_s,
             ),
             self.handler,
         )
         self.handler.low_watermark = self.loop.low_watermark
+        self.handler.owns = self.loop.owns
 
     async def run(self, stop: asyncio.Event) -> None:
         """Archive until ``stop`` is set (or the topic stays idle), then close."""

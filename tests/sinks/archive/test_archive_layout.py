@@ -47,3 +47,30 @@ def test_prune_forgets_ranges_gone_from_kafka() -> None:
 
     assert manifest.prune(10) == 2
     assert manifest.ranges == {"a": [(10, 19)]}
+
+
+def test_covers_an_offset_inside_a_range_nested_in_another() -> None:
+    manifest = Manifest("t", 0)
+    manifest.add("a", 5, 25)
+    manifest.add("a", 10, 20)
+
+    assert manifest.covers("a", 22)
+    assert [o for o in range(0, 30) if manifest.covers("a", o)] == list(range(5, 26))
+    assert manifest.listed("a", 10, 20) and manifest.listed("a", 5, 25)
+
+
+def test_announced_uploads_are_kept_apart_until_settled() -> None:
+    manifest = Manifest("t", 0)
+    manifest.announce("a", 0, 9)
+    manifest.announce("a", 10, 19)
+
+    again = Manifest.from_bytes("t", 0, manifest.to_bytes())
+    assert again.pending == {"a": [(0, 9), (10, 19)]}
+    assert not again.covers("a", 5)
+    assert again.listed("a", 0, 9)
+
+    again.settle("a", 0, 9, uploaded=True)
+    again.settle("a", 10, 19, uploaded=False)
+    assert again.covers("a", 5) and not again.covers("a", 15)
+    assert again.pending == {}
+    assert again.ranges == {"a": [(0, 9)]}

@@ -28,7 +28,7 @@ import schemas
 from llmobs.kafka import consumer_config
 from sinks.archive.replay import replay_archive
 from sinks.archive.settings import ArchiveSettings
-from sinks.archive.storage import LocalStore, open_store
+from sinks.archive.storage import LocalStore, WriteConflict, open_store
 from sinks.archive.worker import ArchiveSink
 
 pytestmark = pytest.mark.integration
@@ -270,8 +270,77 @@ def test_local_store_lists_by_prefix(tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
     store.put("a/b/one.parquet", b"1")
     store.put("a/c/two.parquet", b"2")
+    store.put("a/bc/three.parquet", b"3")
 
     assert store.list("a/b/") == ["a/b/one.parquet"]
-    assert store.list() == ["a/b/one.parquet", "a/c/two.parquet"]
+    assert store.list("a/b") == ["a/b/one.parquet", "a/bc/three.parquet"]
+    assert store.list("a/c/tw") == ["a/c/two.parquet"]
+    assert store.list() == ["a/b/one.parquet", "a/bc/three.parquet", "a/c/two.parquet"]
     assert store.get("a/c/two.parquet") == b"2"
     assert store.get("missing") is None
+
+
+def test_local_store_lists_a_name_prefix_in_its_folder_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = LocalStore(tmp_path)
+    for hour in range(24):
+        store.put(f"tenant=a/date=2025-01-15/hour={hour:02d}/t-0-1-2.parquet", b"x")
+    import sinks.archive.storage as storage
+
+    walked: list[str] = []
+    real_scandir = os.scandir
+
+    def scandir(path: Any) -> Any:
+        walked.append(Path(path).relative_to(tmp_path).as_posix())
+        return real_scandir(path)
+
+    monkeypatch.setattr(storage.os, "scandir", scandir)
+    keys = store.list("tenant=a/date=2025-01-15/hour=07/t-0-")
+
+    assert keys == ["tenant=a/date=2025-01-15/hour=07/t-0-1-2.parquet"]
+    assert walked == ["tenant=a/date=2025-01-15/hour=07"]
+
+
+def test_local_store_conditional_put_refuses_a_stale_version(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    first = store.put_if("_manifests/t/0.json", b"1", None)
+    with pytest.raises(WriteConflict):
+        store.put_if("_manifests/t/0.json", b"2", None)
+    second = store.put_if("_manifests/t/0.json", b"3", first)
+    with pytest.raises(WriteConflict):
+        store.put_if("_manifests/t/0.json", b"4", first)
+
+    assert store.get_versioned("_manifests/t/0.json") == (b"3", second)
+    assert store.list("_manifests/") == ["_manifests/t/0.json"]
+    assert store.exists("_manifests/t/0.json") and not store.exists("_manifests/x")
+
+
+def test_s3_conditional_put_refuses_a_stale_version() -> None:
+    import boto3
+
+    bucket = f"archive-{uuid.uuid4().hex[:8]}"
+    boto3.client(
+        "s3",
+        endpoint_url=S3_ENDPOINT,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    ).create_bucket(Bucket=bucket)
+    store = open_store(
+        f"s3://{bucket}/a",
+        endpoint_url=S3_ENDPOINT,
+        access_key_id="test",
+        secret_access_key="test",
+    )
+
+    first = store.put_if("m.json", b"1", None)
+    with pytest.raises(WriteConflict):
+        store.put_if("m.json", b"2", None)
+    second = store.put_if("m.json", b"3", first)
+    with pytest.raises(WriteConflict):
+        store.put_if("m.json", b"4", first)
+
+    assert store.get_versioned("m.json") == (b"3", second)
+    assert store.get_versioned("absent.json") == (None, None)
+    assert store.exists("m.json") and not store.exists("absent.json")
