@@ -184,12 +184,13 @@ class SpanCount(Policy):
 
 
 class Probabilistic(Policy):
-    """A share of trace ids by a salted hash: every worker decides the same."""
+    """A share of trace ids by a salted hash, as the Collector keeps them:
+    every worker, and a Collector with the same salt, keeps the same ones."""
 
     def __init__(self, name: str, percentage: float, salt: str) -> None:
         super().__init__(name)
         self.percentage = percentage
-        self.salt = salt.encode()
+        self.salt = (salt or probability.DEFAULT_SALT).encode()
         self.limit = probability.threshold(percentage / 100)
 
     def condition(self, trace: TraceView) -> Term | None:

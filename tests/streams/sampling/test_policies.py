@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from decimal import Decimal
 
 import pytest
@@ -71,7 +72,10 @@ def test_span_count_bounds() -> None:
 
 def test_probabilistic_is_deterministic_salted_and_near_its_share() -> None:
     policy = p.Probabilistic("p", 25, "salt")
-    ids = [f"{i:032x}" for i in range(4000)]
+    # Random, as W3C trace ids are: FNV-1a, the Collector's hash, spreads
+    # ids that differ in their last bytes alone poorly.
+    rng = random.Random(5)
+    ids = [f"{rng.getrandbits(128):032x}" for _ in range(4000)]
     kept = [i for i in ids if policy.evaluate(TraceView(i, []), 0.0)]
     again = [
         i
@@ -172,6 +176,50 @@ def test_model_provider_and_model_error() -> None:
     assert hit(llm.ModelError("e"), failed)
     assert hit(llm.ModelError("e"), trace(span(status="ERROR", genai=chat)))
     assert not hit(llm.ModelError("e"), view)
+
+
+# Computed with the Collector's own code (probabilistic.go) and Go's stdlib.
+COLLECTOR_THRESHOLDS = [
+    (0, 0),
+    (0.1, 18446744073709551),
+    (1, 184467440737095519),
+    (10, 1844674407370955263),
+    (12.5, 2305843009213693951),
+    (33, 6087425544324152319),
+    (33.333, 6148853202089604095),
+    (50, 9223372036854775807),
+    (66.6, 12285531553090559999),
+    (99.99, 18444899399302178815),
+    (100, 18446744073709551615),
+]
+COLLECTOR_HASHES = [
+    ("default-hash-seed", "0af7651916cd43dd8448eb211c80319c", 3728843964641534796),
+    ("default-hash-seed", "00000000000000000000000000000001", 16254957729900898954),
+    ("test", "4bf92f3577b34da6a3ce929d0e0e4736", 1725874534298614141),
+    ("llmobs", "ffffffffffffffffffffffffffffffff", 17295536522114773154),
+    ("", "0af7651916cd43dd8448eb211c80319c", 5550680739742810548),
+]
+
+
+@pytest.mark.parametrize(("percentage", "expected"), COLLECTOR_THRESHOLDS)
+def test_the_threshold_is_the_collectors(percentage: float, expected: int) -> None:
+    assert probability.threshold(percentage / 100) == expected
+
+
+@pytest.mark.parametrize(("salt", "trace_id", "expected"), COLLECTOR_HASHES)
+def test_the_trace_id_hash_is_the_collectors(
+    salt: str, trace_id: str, expected: int
+) -> None:
+    assert probability.trace_hash(salt.encode(), trace_id) == expected
+
+
+def test_probabilistic_keeps_what_the_collector_keeps() -> None:
+    # Hash 3728843964641534796 with the default salt: above 20 %, under 21 %.
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+
+    assert not hit(p.Probabilistic("p", 20, ""), trace(trace_id=trace_id))
+    assert hit(p.Probabilistic("p", 21, ""), trace(trace_id=trace_id))
+    assert hit(p.Probabilistic("p", 21, "default-hash-seed"), trace(trace_id=trace_id))
 
 
 @pytest.mark.parametrize("salt", ["", "x"])
