@@ -58,6 +58,12 @@ class ReplaySettings:
     spans_topic: str = setting(topics.SPANS, "topic written with --from-archive")
     s3_endpoint_url: str | None = setting(None, "S3 API endpoint override (MinIO)")
     s3_region: str = setting("us-east-1", "S3 region of --from-archive")
+    s3_access_key_id: str | None = setting(
+        None, "S3 access key (unset: boto3's usual credential chain)", secret=True
+    )
+    s3_secret_access_key: str | None = setting(
+        None, "S3 secret key (unset: boto3's usual credential chain)", secret=True
+    )
 
     def validate(self) -> None:
         if self.target not in ("gateway", "kafka"):
@@ -321,6 +327,8 @@ def _from_archive(settings: ReplaySettings, path: str) -> int:
         path,
         endpoint_url=settings.s3_endpoint_url,
         region=settings.s3_region,
+        access_key_id=settings.s3_access_key_id,
+        secret_access_key=settings.s3_secret_access_key,
     )
     replay_archive(
         store,
