@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -34,6 +35,7 @@ from bench.processes import Pipeline, running
 from llmobs import synthetic
 from llmobs.topics import HEADER_DLQ_REASON, ensure_topics
 from llmobs.workload.cli import WorkloadSettings, run_workload
+from streams.cost.attributes import cost_attributes
 from streams.metrics.sketch import RELATIVE_ACCURACY, exact_quantile
 
 pytestmark = pytest.mark.integration
@@ -284,8 +286,13 @@ class Tee:
         return found
 
 
-def kept_spans(bootstrap: str, topic: str, group: str) -> dict[str, set[str]]:
-    """Span ids per trace on the sampled topic, read until it goes quiet."""
+def kept_spans(
+    bootstrap: str, topic: str, group: str, costs: dict[str, Any] | None = None
+) -> dict[str, set[str]]:
+    """Span ids per trace on the sampled topic, read until it goes quiet.
+
+    ``costs``, when given, receives each kept span's cost record by span id.
+    """
     codec = schemas.codec(schemas.SPAN_BATCH)
     consumer = Consumer(
         {
@@ -309,6 +316,8 @@ def kept_spans(bootstrap: str, topic: str, group: str) -> dict[str, set[str]]:
             kept.setdefault(batch["trace_id"], set()).update(
                 s["span_id"] for s in batch["spans"]
             )
+            if costs is not None:
+                costs.update((s["span_id"], s["cost"]) for s in batch["spans"])
             last_new = time.monotonic()
     finally:
         consumer.close()
@@ -318,12 +327,11 @@ def kept_spans(bootstrap: str, topic: str, group: str) -> dict[str, set[str]]:
 ERROR = trace_pb2.Status.STATUS_CODE_ERROR
 
 
-def without_cost(span: Span) -> Span:
+def with_cost(span: Span, cost: dict[str, Any] | None) -> Span:
+    """The span as the Tempo sink sends it: its cost record as attributes."""
     copy = Span()
     copy.CopyFrom(span)
-    kept = [kv for kv in copy.attributes if not kv.key.startswith("llmobs.cost.")]
-    del copy.attributes[:]
-    copy.attributes.extend(kept)
+    copy.attributes.extend(cost_attributes(cost))
     return copy
 
 
@@ -335,8 +343,9 @@ async def test_kept_traces_in_the_trace_backend_equal_what_the_apps_sent(
     assert all(r.ok for r in results), results
     emitted = tee.spans_by_trace()
 
+    costs: dict[str, Any] = {}
     kept = await asyncio.to_thread(
-        kept_spans, kafka_bootstrap, pipeline_to_tempo.sampled_topic, group_id
+        kept_spans, kafka_bootstrap, pipeline_to_tempo.sampled_topic, group_id, costs
     )
 
     assert kept, "the sampler kept no trace"
@@ -361,7 +370,8 @@ async def test_kept_traces_in_the_trace_backend_equal_what_the_apps_sent(
         }
         assert set(back) == span_ids
         for span_id, span in emitted[trace_id].items():
-            assert canonical(without_cost(back[span_id])) == canonical(span)
+            expected = with_cost(span, costs[span_id])
+            assert canonical(back[span_id]) == canonical(expected)
             keys = {kv.key for kv in back[span_id].attributes}
             priced += "llmobs.cost.total" in keys
     assert priced, "priced spans carry their cost into the trace backend"
