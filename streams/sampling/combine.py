@@ -1,8 +1,10 @@
 """The rule that combines the sampling policies, and the adjusted count.
 
-Any drop policy that matches drops the trace; otherwise the first stateless
-keep wins (a deterministic one over a probabilistic one); only a trace
-nothing else keeps spends rate-limit budgets.
+Any drop policy that matches drops the trace, and so does a top-level
+attribute policy with invert_match that finds its value (the Collector's
+InvertNotSampled); otherwise the first stateless keep wins (a deterministic
+one over a probabilistic one); only a trace nothing else keeps spends
+rate-limit budgets.
 
 A kept trace's adjusted count is 1 / P(kept): the probability, over random
 trace ids and the budgets' recent admission rates, that this policy set
@@ -35,6 +37,7 @@ class PolicySet:
 
     def __init__(self, keep: Sequence[Policy], drop: Sequence[Drop]) -> None:
         self.drop = list(drop)
+        self.inverted = [p for p in keep if p.invert]
         self.stateless = [p for p in keep if not p.stateful]
         self.stateful = [p for p in keep if p.stateful]
 
@@ -52,6 +55,9 @@ class PolicySet:
             if satisfied(term, trace):
                 return Verdict(False, dropped_by=drop.name)
             drop_terms.append(term)
+        for policy in self.inverted:
+            if policy.vetoes(trace):
+                return Verdict(False, dropped_by=policy.name)
 
         # Step 2: stateless keeps; a deterministic one is reported first.
         keep_terms: list[Term] = []

@@ -108,7 +108,8 @@ def _always(s: _Spec) -> p.Policy:
 def _latency(s: _Spec) -> p.Policy:
     s.check_keys({"threshold_ms", "upper_threshold_ms"})
     threshold_ms = s.required_number("threshold_ms")
-    upper_ms = s.number("upper_threshold_ms")
+    # 0, the Collector's default, means no upper bound.
+    upper_ms = s.number("upper_threshold_ms") or None
     if upper_ms is not None and upper_ms < threshold_ms:
         raise s.fail("upper_threshold_ms", "must not be below threshold_ms")
     return p.Latency(s.name, threshold_ms, upper_ms)
@@ -177,7 +178,8 @@ def _rate_limiting(s: _Spec) -> p.Policy:
 def _span_count(s: _Spec) -> p.Policy:
     s.check_keys({"min_spans", "max_spans"})
     low = int(s.required_number("min_spans"))
-    high = s.number("max_spans")
+    # 0, the Collector's default, means no limit.
+    high = s.number("max_spans") or None
     if high is not None and high < low:
         raise s.fail("max_spans", "must not be below min_spans")
     return p.SpanCount(s.name, low, None if high is None else int(high))
@@ -233,7 +235,7 @@ def _and(s: _Spec) -> p.Policy:
 
 def _not(s: _Spec) -> p.Policy:
     s.check_keys({"policy"})
-    child = _build(s.raw.get("policy"), f"{s.where} > policy")
+    child = _build(s.raw.get("policy"), f"{s.where} > policy", nested=True)
     if child.stateful or _is_probabilistic(child):
         raise s.fail("policy", "must be deterministic (no rate or probability)")
     return p.Not(s.name, child)
@@ -258,7 +260,8 @@ def _composite(s: _Spec) -> p.Policy:
         percent = raw["rate_percent"]
         if isinstance(percent, bool) or not isinstance(percent, (int, float)):
             raise ConfigError(f"sampling policy {where} key rate_percent: not a number")
-        child = _build({k: v for k, v in raw.items() if k != "rate_percent"}, where)
+        spec = {k: v for k, v in raw.items() if k != "rate_percent"}
+        child = _build(spec, where, nested=True)
         shares.append((child, float(percent)))
     if sum(percent for _, percent in shares) > 100:
         raise s.fail("policies", "rate_percent values add up to more than 100")
@@ -267,7 +270,7 @@ def _composite(s: _Spec) -> p.Policy:
 
 def _children(s: _Spec, key: str) -> list[p.Policy]:
     return [
-        _build(raw, f"{s.where} > #{index}")
+        _build(raw, f"{s.where} > #{index}", nested=True)
         for index, raw in enumerate(s.sub_policies(key), start=1)
     ]
 
@@ -303,11 +306,17 @@ BUILDERS: dict[str, Callable[[_Spec], p.Policy]] = {
 }
 
 
-def _build(raw: Any, where: str) -> p.Policy:
+def _build(raw: Any, where: str, nested: bool = False) -> p.Policy:
     spec = _Spec(raw, where)
     builder = BUILDERS.get(spec.type) if isinstance(spec.type, str) else None
     if builder is None:
         raise spec.fail("type", f"unknown type {spec.type!r}")
+    if nested and builder is _drop:
+        raise spec.fail(
+            "type",
+            "a drop policy only drops at the top level of the file; inside"
+            " and, not, composite or drop it would never drop",
+        )
     return builder(spec)
 
 

@@ -35,6 +35,9 @@ class Policy:
     """One named rule; ``stateful`` ones consume a budget when they match."""
 
     stateful = False
+    # An attribute policy with invert_match: finding the value vetoes the
+    # trace when the policy stands at the top level, as in the Collector.
+    invert = False
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -55,6 +58,10 @@ class Policy:
     def chance(self, trace: TraceView) -> float:
         term = self.condition(trace)
         return 0.0 if term is None else probability.chance(term)
+
+    def vetoes(self, trace: TraceView) -> bool:
+        """An inverted match that found its value: the trace must be dropped."""
+        return self.invert and not self.matches(trace)
 
 
 def all_of(policies: Sequence[Policy], trace: TraceView) -> Term | None:
@@ -81,7 +88,9 @@ class AlwaysSample(Policy):
 
 
 class Latency(Policy):
-    """Whole-trace duration at or above a threshold, optionally at most an upper."""
+    """Whole-trace duration in whole milliseconds, as the Collector has it:
+    at least ``threshold_ms``, or with an upper bound above the threshold
+    and at most the bound."""
 
     def __init__(self, name: str, threshold_ms: float, upper_ms: float | None) -> None:
         super().__init__(name)
@@ -89,10 +98,10 @@ class Latency(Policy):
         self.upper_ms = upper_ms
 
     def matches(self, trace: TraceView) -> bool:
-        duration_ms = trace.duration_ms
-        if self.upper_ms is not None and duration_ms > self.upper_ms:
-            return False
-        return duration_ms >= self.threshold_ms
+        duration_ms = int(trace.duration_ms)
+        if self.upper_ms is None:
+            return duration_ms >= self.threshold_ms
+        return self.threshold_ms < duration_ms <= self.upper_ms
 
 
 class StatusCode(Policy):

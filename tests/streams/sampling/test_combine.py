@@ -130,3 +130,23 @@ def test_adjusted_counts_of_kept_traces_add_up_to_the_traces_seen() -> None:
 
     assert abs(total - traces) < 4 * math.sqrt(variance)
     assert abs(total - traces) < 0.05 * traces
+
+
+def test_an_inverted_match_that_finds_its_value_drops_over_any_keep() -> None:
+    not_internal = p.StringAttribute("not-internal", "team", ["infra"], False, True)
+    policies = PolicySet([p.AlwaysSample("all"), not_internal], [])
+    internal = trace(span(attributes={"team": "infra"}))
+
+    assert policies.decide(internal, 0.0) == Verdict(False, dropped_by="not-internal")
+    assert policies.decide(trace(span()), 0.0).kept
+
+
+def test_an_inverted_match_inside_and_is_only_a_miss() -> None:
+    not_internal = p.StringAttribute("not-internal", "team", ["infra"], False, True)
+    both = p.And("both", [p.AlwaysSample("x"), not_internal])
+    policies = PolicySet([both, p.StatusCode("err", ["ERROR"])], [])
+    internal_error = trace(span(status="ERROR", attributes={"team": "infra"}))
+
+    verdict = policies.decide(internal_error, 0.0)
+
+    assert (verdict.kept, verdict.policy) == (True, "err")

@@ -115,6 +115,42 @@ def test_errors_name_the_policy_and_the_key(policy: dict, message: str) -> None:
     assert message in str(caught.value)
 
 
+DROP = {"name": "d", "type": "drop", "policies": [{"name": "a", "type": "cost"}]}
+
+
+@pytest.mark.parametrize(
+    "parent",
+    [
+        {"name": "x", "type": "and", "policies": [DROP]},
+        {"name": "x", "type": "not", "policy": DROP},
+        {"name": "x", "type": "drop", "policies": [DROP]},
+        {
+            "name": "x",
+            "type": "composite",
+            "max_total_spans_per_second": 10,
+            "policies": [{**DROP, "rate_percent": 50}],
+        },
+    ],
+)
+def test_a_drop_nested_in_another_policy_is_refused(parent: dict) -> None:
+    keep = {"name": "keep", "type": "always_sample"}
+
+    with pytest.raises(ConfigError, match="'d' key type: a drop policy only drops"):
+        config.parse({"policies": [parent, keep]})
+
+
+def test_zero_upper_bounds_mean_no_bound_as_in_the_collector() -> None:
+    text = """
+policies:
+  - {name: slow, type: latency, threshold_ms: 500, upper_threshold_ms: 0}
+  - {name: many, type: span_count, min_spans: 3, max_spans: 0}
+"""
+    slow, many = config.parse(yaml.safe_load(text)).stateless
+
+    assert isinstance(slow, p.Latency) and slow.upper_ms is None
+    assert isinstance(many, p.SpanCount) and many.max_spans is None
+
+
 def test_duplicate_names_and_drop_only_files_are_refused() -> None:
     twice = [{"name": "a", "type": "always_sample"}] * 2
     only_drop = [{"name": "d", "type": "drop", "policies": [twice[0]]}]

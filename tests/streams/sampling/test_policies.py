@@ -29,6 +29,38 @@ def test_latency_spans_the_whole_trace_and_honours_the_upper_bound() -> None:
     assert not hit(p.Latency("band", 100, 1000), view)
 
 
+@pytest.mark.parametrize(
+    ("duration_ms", "threshold_ms", "upper_ms", "kept"),
+    [
+        (1000, 1000, None, True),  # no upper bound: at least the threshold
+        (999.9, 1000, None, False),  # whole milliseconds, truncated
+        (1000, 1000, 2000, False),  # with an upper bound: above the threshold
+        (1000.9, 1000, 2000, False),
+        (1001, 1000, 2000, True),
+        (2000.9, 1000, 2000, True),  # and at most the bound
+        (2001, 1000, 2000, False),
+    ],
+)
+def test_latency_bounds_are_the_collectors(
+    duration_ms: float, threshold_ms: float, upper_ms: float | None, kept: bool
+) -> None:
+    view = trace(span("a", start_ms=5000, end_ms=5001))
+    view.spans[0]["end_unix_nano"] = 5_000_000_000 + int(duration_ms * 1_000_000)
+
+    assert hit(p.Latency("l", threshold_ms, upper_ms), view) is kept
+
+
+def test_a_rate_limit_inside_and_spends_nothing_when_another_part_misses() -> None:
+    limit = p.RateLimiting("budget", spans_per_s=1, burst_spans=1)
+    both = p.And("both", [limit, p.StatusCode("err", ["ERROR"])])
+
+    assert not hit(both, trace(span()))
+    assert limit.bucket.tokens == 1
+    assert limit.bucket.offered == 0
+    assert hit(both, trace(span(status="ERROR")))
+    assert limit.bucket.tokens == 0
+
+
 def test_status_code() -> None:
     assert hit(p.StatusCode("e", ["ERROR"]), trace(span(), span(status="ERROR")))
     assert not hit(p.StatusCode("e", ["ERROR"]), trace(span(status="OK")))
