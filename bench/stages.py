@@ -53,6 +53,8 @@ def bench_enrichment(traces: int) -> float:
 class _LocalStore:
     """A sampler table's local store alone; changelog writes go nowhere."""
 
+    decisions_on_disk = False
+
     def __init__(self, local: Any) -> None:
         self.local = local
 
@@ -72,6 +74,14 @@ class _LocalStore:
 
     def delete_decision(self, partition: int, trace_id: str) -> Any:
         return _done()
+
+    def get_decision(self, partition: int, trace_id: str) -> bytes | None:
+        return None
+
+    def scan_decisions(
+        self, partition: int, after: bytes | None, limit: int
+    ) -> list[tuple[bytes, bytes]]:
+        return []
 
 
 def _done() -> asyncio.Future[None]:

@@ -141,8 +141,9 @@ def register(
         # Faust runs this in a task whose errors nobody reads: report them.
         try:
             batches = _owned(spans_table.data, partitions)
-            decisions = list(decisions_table.data.items())
-            await sampler.restore(batches, decisions, partitions)
+            # On disk, decisions are read when a late span asks for one.
+            decisions = [] if store.decisions_on_disk else decisions_table.data.items()
+            await sampler.restore(batches, list(decisions), partitions)
         except ShutdownRequested:
             log.info("sampler recovery cut short by another rebalance")
         except Exception as exc:

@@ -19,7 +19,7 @@ from llmobs.retry import Backoff
 from schemas import Codec
 from streams.sampling.buffer import PendingTrace
 from streams.sampling.combine import PolicySet, Verdict
-from streams.sampling.decisions import Decision, DecisionCache
+from streams.sampling.decisions import Decision, Remembered
 from streams.sampling.emit import Emitter, Outgoing
 from streams.sampling.metrics import SamplerMetrics
 from streams.sampling.state import StateStore, batch_of, batch_position
@@ -54,7 +54,7 @@ class Decider:
         store: StateStore,
         emitter: Emitter,
         writes: Writes,
-        decisions: DecisionCache,
+        decisions: Remembered,
         metrics: SamplerMetrics,
         write: Write,
     ) -> None:
@@ -151,7 +151,6 @@ class Decider:
                 self.write(self.store.delete_batch, m.trace.partition, key)
         for old_trace_id, old in evicted:
             self.write(self.store.delete_decision, old.partition, old_trace_id)
-        self.metrics.decision_cache_evictions += len(evicted)
         for m in made:
             self._count(m, now_s)
         await self.writes.settle()

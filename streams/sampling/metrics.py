@@ -25,6 +25,7 @@ class SamplerMetrics:
         self.undeliverable_records = 0
         self.missing_batches = 0
         self.decision_cache_evictions = 0
+        self.decisions_expired = 0
         self.restored_traces = 0
         self.traces_held = 0
         self.spans_held = 0
@@ -124,7 +125,12 @@ class SamplerMetrics:
             (
                 "decision_cache_evictions_total",
                 self.decision_cache_evictions,
-                "decisions forgotten",
+                "decisions evicted from memory (with rocksdb, still on disk)",
+            ),
+            (
+                "decisions_expired_total",
+                self.decisions_expired,
+                "decisions forgotten after decision_ttl_s",
             ),
             (
                 "restored_traces_total",

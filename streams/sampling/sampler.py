@@ -28,7 +28,7 @@ from schemas import Codec
 from streams.sampling.buffer import PendingTrace, TraceBuffer
 from streams.sampling.combine import PolicySet
 from streams.sampling.decide import Decider, Made, mark
-from streams.sampling.decisions import Decision, DecisionCache
+from streams.sampling.decisions import Decision, Remembered
 from streams.sampling.emit import Emitter, Outgoing
 from streams.sampling.metrics import SamplerMetrics
 from streams.sampling.settings import SamplingSettings
@@ -40,6 +40,7 @@ from streams.sampling.state import (
     parse_batch_key,
     stored,
 )
+from streams.sampling.trace import ended_before, root_ended
 from streams.sampling.writes import Writes
 
 log = logging.getLogger(__name__)
@@ -72,8 +73,14 @@ class Sampler:
         self.store = store
         self.clock = clock
         self.buffer = TraceBuffer()
-        self.decisions = DecisionCache(settings.decision_cache_size)
         self.metrics = SamplerMetrics()
+        self.decisions = Remembered(
+            settings.decision_cache_size,
+            settings.decision_ttl_s,
+            store,
+            self._write,
+            self.metrics,
+        )
         # Taken by every decision, input batch, restore and revoke.
         self.lock = asyncio.Lock()
         # Input partitions whose state this worker may read and write.
@@ -163,8 +170,21 @@ class Sampler:
                 try:
                     decided += await self._decide_all(group)
                 except ShutdownRequested:
-                    break
+                    return decided
+        await self._expire()
         return decided
+
+    async def _expire(self) -> None:
+        """Forget decisions past ``decision_ttl_s``, a slice per tick."""
+        async with self.lock:
+            if not self.ready:
+                return
+            self.decisions.expire(self.clock(), self.owned)
+            try:
+                await self.writes.settle()
+            except ShutdownRequested:
+                return
+            self._gauges()
 
     async def revoke(self, partitions: set[int]) -> None:
         """Stop deciding, wait for the running decision, forget ``partitions``.
@@ -229,7 +249,8 @@ class Sampler:
 
         trace_id = record["trace_id"]
         spans = record["spans"]
-        decision = self.decisions.get(trace_id)
+        held = trace_id in self.buffer
+        decision = None if held else self.decisions.get(trace_id, partition)
         if decision is not None:
             self._late(trace_id, record, decision)
             if decision.kept:
@@ -239,19 +260,23 @@ class Sampler:
                     )
                 )
             return None
+        if not held and ended_before(spans, self.decisions.forgotten_before_s(now_s)):
+            # A new trace whose spans all ended before the newest decision
+            # forgotten: late spans, most likely, of a decision no longer known.
+            self.metrics.late_spans["unknown"] += len(spans)
 
         key = batch_key(trace_id, partition, offset)
         value = stored(now_s, value)
         trace = self.buffer.add(
-            trace_id, partition, key, len(value), len(spans), _root_ended(spans), now_s
+            trace_id, partition, key, len(value), len(spans), root_ended(spans), now_s
         )
         if trace is None:
             # Replayed input, already buffered: after a crash the local store
             # may hold a batch whose changelog write never left the process,
             # so the write is sent again (the same key and value: idempotent).
             self.metrics.duplicate_batches += 1
-            held = self.store.get_batch(partition, key)
-            self._write(self.store.put_batch, partition, key, held or value)
+            first = self.store.get_batch(partition, key)
+            self._write(self.store.put_batch, partition, key, first or value)
             return None
         self._write(self.store.put_batch, partition, key, value)
         return trace
@@ -327,15 +352,11 @@ class Sampler:
         partitions: set[int],
     ) -> list[bytes]:
         self.buffer = TraceBuffer()
-        self.decisions.clear()
-        known = [(k.decode(), Decision.decode(v)) for k, v in decisions]
-        for trace_id, decision in sorted(known, key=lambda kd: kd[1].decided_s):
-            if decision.partition in partitions:
-                self.decisions.put(trace_id, decision)
+        self.decisions.restore(decisions, partitions)
 
         stale: list[bytes] = []
         for held in held_batches(batches, partitions):
-            if self.decisions.get(held.trace_id) is not None:
+            if self.decisions.get(held.trace_id, held.partition) is not None:
                 stale.append(held.key)
                 continue
             spans = self.codec.decode(batch_of(held.value))["spans"]
@@ -345,7 +366,7 @@ class Sampler:
                 held.key,
                 len(held.value),
                 len(spans),
-                _root_ended(spans),
+                root_ended(spans),
                 held.arrival_s,
             )
         self.metrics.restored_traces += len(self.buffer)
@@ -372,7 +393,3 @@ class Sampler:
         self.metrics.split_records = self.emitter.split_records
         self.metrics.dead_lettered_records = self.emitter.dead_lettered
         self.metrics.undeliverable_records = self.emitter.undeliverable
-
-
-def _root_ended(spans: list[dict[str, Any]]) -> bool:
-    return any(not s.get("parent_span_id") and s["end_unix_nano"] for s in spans)

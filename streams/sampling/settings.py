@@ -50,7 +50,14 @@ class SamplingSettings:
         16 * 1024 * 1024, "bytes held for one trace; more forces its decision"
     )
     decision_cache_size: int = setting(
-        1_000_000, "decisions remembered for late spans (durable, by age)"
+        1_000_000,
+        "decisions remembered in memory for late spans, oldest evicted first; with"
+        " the memory store, also those kept in the decisions table",
+    )
+    decision_ttl_s: float = setting(
+        3600.0,
+        "how long a decision is remembered for late spans; with the rocksdb"
+        " store, beyond decision_cache_size, on disk",
     )
 
     def validate(self) -> None:
@@ -64,6 +71,7 @@ class SamplingSettings:
             "quiet_period_s",
             "decision_tick_s",
             "sampling_batch_wait_s",
+            "decision_ttl_s",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"setting {name} must be positive")

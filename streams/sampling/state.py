@@ -19,7 +19,12 @@ class StateStore(Protocol):
     """Durable state of the sampler, written per input partition.
 
     A write returns an awaitable that resolves once Kafka has it.
+    ``decisions_on_disk`` says whether the decisions table may hold more
+    than memory would (read with ``get_decision``, expired by a scan).
     """
+
+    @property
+    def decisions_on_disk(self) -> bool: ...
 
     def get_batch(self, partition: int, key: bytes) -> bytes | None: ...
 
@@ -32,6 +37,14 @@ class StateStore(Protocol):
     ) -> Awaitable[Any]: ...
 
     def delete_decision(self, partition: int, trace_id: str) -> Awaitable[Any]: ...
+
+    def get_decision(self, partition: int, trace_id: str) -> bytes | None: ...
+
+    def scan_decisions(
+        self, partition: int, after: bytes | None, limit: int
+    ) -> list[tuple[bytes, bytes]]:
+        """Up to ``limit`` decisions of ``partition`` in key order after ``after``."""
+        ...
 
 
 def batch_key(trace_id: str, partition: int, offset: int) -> bytes:

@@ -72,6 +72,29 @@ class PartitionedRocksDBStore(RocksDBStore):
             db.delete(key)
         self._key_index.pop(key, None)
 
+    def scan_in(
+        self, partition: int, after: bytes | None, limit: int
+    ) -> list[tuple[bytes, bytes]]:
+        """Up to ``limit`` entries in key order after ``after``, Faust's own
+        offset entry aside."""
+        db = self._dbs.get(partition)
+        if db is None:
+            return []
+        found: list[tuple[bytes, bytes]] = []
+        cursor = db.iter()
+        if after is None:
+            cursor.seek_to_first()
+        else:
+            cursor.seek(after)
+            if cursor.valid() and bytes(cursor.key()) == after:
+                cursor.next()
+        while cursor.valid() and len(found) < limit:
+            key = bytes(cursor.key())
+            if key != self.offset_key:
+                found.append((key, bytes(cursor.value())))
+            cursor.next()
+        return found
+
 
 class Partitioned(Protocol):
     def get_in(self, partition: int, key: bytes) -> bytes | None: ...
@@ -79,6 +102,10 @@ class Partitioned(Protocol):
     def put_in(self, partition: int, key: bytes, value: bytes) -> None: ...
 
     def delete_in(self, partition: int, key: bytes) -> None: ...
+
+    def scan_in(
+        self, partition: int, after: bytes | None, limit: int
+    ) -> list[tuple[bytes, bytes]]: ...
 
 
 class _MemoryPartitions:
@@ -96,6 +123,12 @@ class _MemoryPartitions:
 
     def delete_in(self, partition: int, key: bytes) -> None:
         self.data.pop(key, None)
+
+    def scan_in(
+        self, partition: int, after: bytes | None, limit: int
+    ) -> list[tuple[bytes, bytes]]:
+        keys = sorted(k for k in self.data if after is None or k > after)[:limit]
+        return [(k, bytes(self.data[k])) for k in keys]
 
 
 def table_options(kind: str, name: str, partitions: int) -> dict[str, Any]:
@@ -134,6 +167,10 @@ class TableStore:
         self.spans = spans
         self.decisions = decisions
 
+    @property
+    def decisions_on_disk(self) -> bool:
+        return isinstance(self._decisions, PartitionedRocksDBStore)
+
     @functools.cached_property
     def _spans(self) -> Partitioned:
         # Faust builds a table's store on first access: not before it starts.
@@ -163,6 +200,14 @@ class TableStore:
         future = self.decisions.send_changelog(partition, key, value, *RAW)
         self._decisions.put_in(partition, key, value)
         return cast(Awaitable[Any], future)
+
+    def get_decision(self, partition: int, trace_id: str) -> bytes | None:
+        return self._decisions.get_in(partition, trace_id.encode())
+
+    def scan_decisions(
+        self, partition: int, after: bytes | None, limit: int
+    ) -> list[tuple[bytes, bytes]]:
+        return self._decisions.scan_in(partition, after, limit)
 
     def delete_decision(self, partition: int, trace_id: str) -> Awaitable[Any]:
         key = trace_id.encode()

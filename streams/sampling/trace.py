@@ -101,6 +101,17 @@ class TraceView:
                 yield cost["status"]
 
 
+def root_ended(spans: list[dict[str, Any]]) -> bool:
+    """Whether a SpanBatch's spans hold the trace's root, ended."""
+    return any(not s.get("parent_span_id") and s["end_unix_nano"] for s in spans)
+
+
+def ended_before(spans: list[dict[str, Any]], time_s: float) -> bool:
+    """Every span ended, and before ``time_s``."""
+    limit_ns = time_s * 1e9
+    return bool(spans) and all(0 < s["end_unix_nano"] <= limit_ns for s in spans)
+
+
 def _json_object(text: str | None) -> dict[str, Any]:
     if not text:
         return {}

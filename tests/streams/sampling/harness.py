@@ -30,7 +30,8 @@ class MemoryStore:
     already resolved unless a test supplies another.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, decisions_on_disk: bool = False) -> None:
+        self.decisions_on_disk = decisions_on_disk
         self.batches: dict[bytes, bytes] = {}
         self.decisions: dict[bytes, bytes] = {}
         # (table, partition, key) of every write, in order.
@@ -60,6 +61,15 @@ class MemoryStore:
         self.decisions.pop(trace_id.encode(), None)
         return self.acks()
 
+    def get_decision(self, partition: int, trace_id: str) -> bytes | None:
+        return self.decisions.get(trace_id.encode())
+
+    def scan_decisions(
+        self, partition: int, after: bytes | None, limit: int
+    ) -> list[tuple[bytes, bytes]]:
+        keys = sorted(k for k in self.decisions if after is None or k > after)
+        return [(k, self.decisions[k]) for k in keys[:limit]]
+
 
 class Clock:
     def __init__(self) -> None:
@@ -70,10 +80,12 @@ class Clock:
 
 
 class Harness:
-    def __init__(self, policies: PolicySet, **overrides: Any) -> None:
+    def __init__(
+        self, policies: PolicySet, decisions_on_disk: bool = False, **overrides: Any
+    ) -> None:
         values = {"decision_wait_s": 30.0, "quiet_period_s": 2.0, **overrides}
         self.settings = SamplingSettings(**values)
-        self.store = MemoryStore()
+        self.store = MemoryStore(decisions_on_disk)
         self.clock = Clock()
         self.sent: list[dict[str, Any]] = []
         self.dead: list[tuple[dict[str, Any], dict[str, bytes]]] = []
@@ -85,9 +97,11 @@ class Harness:
         self.sampler = self.new_sampler(policies)
 
     @classmethod
-    async def start(cls, policies: PolicySet, **overrides: Any) -> Harness:
+    async def start(
+        cls, policies: PolicySet, decisions_on_disk: bool = False, **overrides: Any
+    ) -> Harness:
         """A harness whose sampler owns ``PARTITIONS``, as after a recovery."""
-        harness = cls(policies, **overrides)
+        harness = cls(policies, decisions_on_disk, **overrides)
         await harness.sampler.restore([], [], set(PARTITIONS))
         return harness
 

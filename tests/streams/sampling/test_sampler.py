@@ -203,7 +203,7 @@ async def test_a_failed_delivery_holds_its_trace_and_the_tick_goes_on() -> None:
     # Raised into Faust's timer, an error would crash the worker.
     assert await h.sampler.decide_due() == 1
     assert broken_id in h.sampler.buffer
-    assert h.sampler.decisions.get(broken_id) is None
+    assert h.sampler.decisions.get(broken_id, 0) is None
     assert h.sent_spans(fine_id) == fine_spans
     assert h.sampler.metrics.failed_decisions == 1
 

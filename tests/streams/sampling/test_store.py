@@ -76,6 +76,21 @@ async def test_rocksdb_write_for_an_unassigned_partition_stays_out(
     assert not table.data.partition_path(2).exists()
 
 
+async def test_rocksdb_scan_reads_in_key_order_without_fausts_entry(
+    tmp_path: Path,
+) -> None:
+    table = new_table(tmp_path, "rocksdb")
+    await assign(table, 0)
+    store = partitioned(table)
+    for key in (b"c", b"a", b"b", b"d"):
+        store.put_in(0, key, key.upper())
+    table.data._db_for_partition(0).put(table.data.offset_key, b"7")
+
+    assert store.scan_in(0, None, 2) == [(b"a", b"A"), (b"b", b"B")]
+    assert store.scan_in(0, b"b", 10) == [(b"c", b"C"), (b"d", b"D")]
+    assert store.scan_in(1, None, 10) == []
+
+
 async def test_rocksdb_batches_outlive_the_process(tmp_path: Path) -> None:
     table = new_table(tmp_path, "rocksdb")
     await assign(table, 1)
