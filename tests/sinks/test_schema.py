@@ -67,14 +67,15 @@ async def test_migrations_apply_once_and_record_their_versions(
     finally:
         await conn.close()
 
-    assert [m.version for m in first.applied] == [1, 2, 3]
+    assert [m.version for m in first.applied] == [1, 2, 3, 4]
     assert first.timescale is False
     assert second.applied == []
-    assert second.current_version == first.current_version == 3
+    assert second.current_version == first.current_version == 4
     assert sorted((r["version"], r["name"]) for r in recorded) == [
         (1, "llm_spans"),
         (2, "span_cost"),
         (3, "llm_metrics"),
+        (4, "metrics_currency"),
     ]
     assert partitioned is True
     assert default_partition == 0  # rows without a day partition fail loudly
@@ -93,8 +94,8 @@ async def test_concurrent_migrations_apply_each_version_once(
         for conn in conns:
             await conn.close()
 
-    assert sorted(len(r.applied) for r in results) == [0, 0, 0, 3]
-    assert count == 3
+    assert sorted(len(r.applied) for r in results) == [0, 0, 0, 4]
+    assert count == 4
 
 
 @pytest.mark.integration
