@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from llmobs.retry import Backoff
+from llmobs.retry import Backoff, ShutdownRequested
 from schemas import Codec
-from streams.sampling.buffer import PendingTrace
+from streams.sampling.buffer import PendingTrace, TraceBuffer
 from streams.sampling.combine import PolicySet, Verdict
 from streams.sampling.decisions import Decision, Remembered
 from streams.sampling.emit import Emitter, Outgoing
@@ -66,6 +66,53 @@ class Decider:
         self.decisions = decisions
         self.metrics = metrics
         self.write = write
+
+    async def decide(
+        self,
+        group: list[tuple[PendingTrace, str]],
+        buffer: TraceBuffer,
+        now_s: float,
+        backoff: Backoff,
+        halt: asyncio.Event,
+    ) -> int:
+        """Decide held traces; the ones whose decision fails are held again.
+
+        An unexpected error is reported here rather than raised into the
+        timer (where Faust would crash the worker): the traces wait for the
+        next tick. A revoke's ``ShutdownRequested`` goes to the caller.
+        """
+        if not group:
+            return 0
+        try:
+            made, evicted = self.judge(group, now_s)
+            for m in made:
+                buffer.pop(m.trace.trace_id)
+            try:
+                failed = await self.persist(made, backoff, halt)
+            except BaseException:
+                self._hold_again(made, buffer)
+                raise
+            self._hold_again(failed, buffer)
+            done = [m for m in made if m not in failed]
+            await self.release(done, evicted, now_s)
+        except ShutdownRequested:
+            raise
+        except Exception as exc:
+            self.metrics.failed_decisions += len(group)
+            log.warning(
+                "deciding %d traces failed (%s: %s); they wait for the next tick",
+                len(group),
+                type(exc).__name__,
+                exc,
+            )
+            return 0
+        return len(done)
+
+    def _hold_again(self, made: list[Made], buffer: TraceBuffer) -> None:
+        """Not decided after all: hold the traces again, first in line."""
+        for m in reversed(made):
+            self.decisions.forget(m.trace.trace_id)
+            buffer.put_back(m.trace)
 
     def judge(
         self, group: list[tuple[PendingTrace, str]], now_s: float

@@ -27,7 +27,7 @@ from llmobs.retry import Backoff, ShutdownRequested
 from schemas import Codec
 from streams.sampling.buffer import PendingTrace, TraceBuffer
 from streams.sampling.combine import PolicySet
-from streams.sampling.decide import Decider, Made, mark
+from streams.sampling.decide import Decider, mark
 from streams.sampling.decisions import Decision, Remembered
 from streams.sampling.emit import Emitter, Outgoing
 from streams.sampling.metrics import SamplerMetrics
@@ -294,48 +294,12 @@ class Sampler:
         await self._decide_all([(trace, f"forced_{cap}") for trace, cap in forced])
 
     async def _decide_all(self, group: list[tuple[PendingTrace, str]]) -> int:
-        """Decide held traces; the ones whose decision fails are held again.
-
-        An unexpected error is reported here rather than raised into the
-        timer (where Faust would crash the worker): the traces wait for the
-        next tick. A revoke's ``ShutdownRequested`` goes to the caller.
-        """
-        if not group:
-            return 0
         now_s = self.clock()
-        try:
-            made, evicted = self.decider.judge(group, now_s)
-            for m in made:
-                self.buffer.pop(m.trace.trace_id)
-            try:
-                failed = await self.decider.persist(
-                    made, self.decision_backoff, self.halt
-                )
-            except BaseException:
-                self._hold_again(made)
-                raise
-            self._hold_again(failed)
-            done = [m for m in made if m not in failed]
-            self._gauges()
-            await self.decider.release(done, evicted, now_s)
-        except ShutdownRequested:
-            raise
-        except Exception as exc:
-            self.metrics.failed_decisions += len(group)
-            log.warning(
-                "deciding %d traces failed (%s: %s); they wait for the next tick",
-                len(group),
-                type(exc).__name__,
-                exc,
-            )
-            return 0
-        return len(done)
-
-    def _hold_again(self, made: list[Made]) -> None:
-        """Not decided after all: hold the traces again, first in line."""
-        for m in reversed(made):
-            self.decisions.forget(m.trace.trace_id)
-            self.buffer.put_back(m.trace)
+        decided = await self.decider.decide(
+            group, self.buffer, now_s, self.decision_backoff, self.halt
+        )
+        self._gauges()
+        return decided
 
     def _write(self, write: Callable[..., Awaitable[Any]], *args: Any) -> None:
         """Send a table write for partition ``args[0]``, unless it is not ours."""
