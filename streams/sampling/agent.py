@@ -22,6 +22,7 @@ import faust
 
 import schemas
 from llmobs import topics
+from llmobs.errors import ConfigError
 from llmobs.retry import ShutdownRequested
 from streams.sampling import config
 from streams.sampling.emit import FRAMING_BYTES, Emitter
@@ -140,6 +141,11 @@ def register(
         }
         # Faust runs this in a task whose errors nobody reads: report them.
         try:
+            check_partitions(
+                input_topic,
+                app.consumer.topic_partitions(input_topic),
+                _changelog_partitions(app, [spans_table, decisions_table]),
+            )
             batches = _owned(spans_table.data, partitions)
             # On disk, decisions are read when a late span asks for one.
             decisions = [] if store.decisions_on_disk else decisions_table.data.items()
@@ -158,6 +164,39 @@ def register(
         )
 
     return sampler
+
+
+def check_partitions(
+    input_topic: str,
+    input_partitions: int | None,
+    changelogs: Iterable[tuple[str, int | None]],
+) -> None:
+    """Refuse to run when the tables are not partitioned like the input.
+
+    A trace's state lives in the table partition numbered like the input
+    partition its spans arrive on; any other count would mix traces up.
+    ``changelogs`` pairs each changelog topic with a partition count it has
+    or is configured with (None: not known yet).
+    """
+    if input_partitions is None:
+        return
+    for changelog, count in changelogs:
+        if count is not None and count != input_partitions:
+            raise ConfigError(
+                f"sampling table changelog {changelog} has {count} partitions"
+                f" but its input topic {input_topic} has {input_partitions}:"
+                " they must be equal (set topic_partitions to"
+                f" {input_partitions}, or recreate {changelog})"
+            )
+
+
+def _changelog_partitions(app: Any, tables: list[Any]) -> list[tuple[str, int | None]]:
+    """Each table's changelog with its configured, then its actual, count."""
+    pairs: list[tuple[str, int | None]] = []
+    for table in tables:
+        name = table.changelog_topic_name
+        pairs += [(name, table.partitions), (name, app.consumer.topic_partitions(name))]
+    return pairs
 
 
 def _owned(data: Any, partitions: set[int]) -> list[tuple[bytes, bytes]]:

@@ -112,9 +112,10 @@ class TraceBuffer:
         max_spans_per_trace: int,
         max_bytes_per_trace: int,
         max_traces: int,
+        max_buffer_bytes: int,
     ) -> list[tuple[PendingTrace, str]]:
         """Traces to decide early, with the cap: too large ones, then the
-        oldest ones beyond ``max_traces``."""
+        oldest ones beyond ``max_traces`` or ``max_buffer_bytes`` in all."""
         forced: list[tuple[PendingTrace, str]] = []
         for trace in grown:
             if trace.spans >= max_spans_per_trace:
@@ -122,13 +123,17 @@ class TraceBuffer:
             elif trace.size_bytes >= max_bytes_per_trace:
                 forced.append((trace, "max_bytes_per_trace"))
         chosen = {trace.trace_id for trace, _ in forced}
-        excess = len(self.traces) - len(chosen) - max_traces
+        traces_left = len(self.traces) - len(chosen)
+        bytes_left = self.held_bytes - sum(t.size_bytes for t, _ in forced)
         for trace in self.traces.values():
-            if excess <= 0:
+            if traces_left <= max_traces and bytes_left <= max_buffer_bytes:
                 break
-            if trace.trace_id not in chosen:
-                forced.append((trace, "max_traces"))
-                excess -= 1
+            if trace.trace_id in chosen:
+                continue
+            cap = "max_traces" if traces_left > max_traces else "max_buffer_bytes"
+            forced.append((trace, cap))
+            traces_left -= 1
+            bytes_left -= trace.size_bytes
         return forced
 
     def forget(self, keep_partitions: set[int]) -> Iterator[PendingTrace]:

@@ -133,13 +133,7 @@ class Sampler:
                     sorted(skipped),
                 )
             try:
-                over = self.buffer.over_caps(
-                    grown.values(),
-                    self.settings.max_spans_per_trace,
-                    self.settings.max_bytes_per_trace,
-                    self.settings.max_traces,
-                )
-                await self._force_all(over)
+                await self._force_all(self._over_caps(grown.values()))
                 # Delivered and written before the caller acknowledges them.
                 await self.emitter.deliver(late, LATE_BACKOFF, self.halt)
                 await self.writes.settle()
@@ -216,7 +210,8 @@ class Sampler:
         Waits for a running decision first, so that what it wrote is read
         back here rather than decided again. Deletes, and returns, the batch
         keys whose trace is already decided (a crash came between the
-        decision and the release).
+        decision and the release). Traces beyond the caps (lowered since, or
+        another worker's partitions added) are decided at once.
         """
         async with self.lock:
             self.halt.clear()
@@ -225,6 +220,7 @@ class Sampler:
             for key in stale:
                 self._write(self.store.delete_batch, parse_batch_key(key)[1], key)
             await self.writes.settle()
+            await self._force_all(self._over_caps([]))
             self.ready = True
             return stale
 
@@ -280,6 +276,17 @@ class Sampler:
             return None
         self._write(self.store.put_batch, partition, key, value)
         return trace
+
+    def _over_caps(
+        self, grown: Iterable[PendingTrace]
+    ) -> list[tuple[PendingTrace, str]]:
+        return self.buffer.over_caps(
+            grown,
+            self.settings.max_spans_per_trace,
+            self.settings.max_bytes_per_trace,
+            self.settings.max_traces,
+            self.settings.max_buffer_bytes,
+        )
 
     async def _force_all(self, forced: list[tuple[PendingTrace, str]]) -> None:
         for trace, cap in forced:

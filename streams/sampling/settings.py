@@ -49,6 +49,10 @@ class SamplingSettings:
     max_bytes_per_trace: int = setting(
         16 * 1024 * 1024, "bytes held for one trace; more forces its decision"
     )
+    max_buffer_bytes: int = setting(
+        1024 * 1024 * 1024,
+        "bytes held over all traces; more forces the oldest trace's decision",
+    )
     decision_cache_size: int = setting(
         1_000_000,
         "decisions remembered in memory for late spans, oldest evicted first; with"
@@ -80,10 +84,15 @@ class SamplingSettings:
             "max_traces",
             "max_spans_per_trace",
             "max_bytes_per_trace",
+            "max_buffer_bytes",
             "decision_cache_size",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"setting {name} must be at least 1")
+        if self.max_buffer_bytes < self.max_bytes_per_trace:
+            raise ConfigError(
+                "setting max_buffer_bytes must be at least max_bytes_per_trace"
+            )
         if self.decision_cache_size < self.max_traces:
             raise ConfigError(
                 "setting decision_cache_size must be at least max_traces, or late"
