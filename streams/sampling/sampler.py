@@ -58,6 +58,8 @@ Record = tuple[int, int, bytes]
 
 
 class Sampler:
+    """Tail sampling of the input partitions this worker owns."""
+
     def __init__(
         self,
         settings: SamplingSettings,
@@ -122,12 +124,12 @@ class Sampler:
             for partition, offset, value in records:
                 if partition not in self.owned:
                     skipped.add(partition)
+                    self.metrics.unowned_batches += 1
                     continue
                 trace = self._add(partition, offset, value, late)
                 if trace is not None:
                     grown[trace.trace_id] = trace
             if skipped:
-                self.metrics.unowned_batches += len(skipped)
                 log.warning(
                     "llm.spans partitions %s not owned: records left unprocessed",
                     sorted(skipped),
@@ -190,6 +192,7 @@ class Sampler:
         self.halt.set()
         async with self.lock:
             self.owned -= partitions
+            self.writes.forget(partitions)
             forgotten = list(self.buffer.forget(self.owned))
             self.decisions.forget_partitions(partitions)
             self._gauges()
@@ -314,7 +317,7 @@ class Sampler:
             # The lock keeps revokes out while state is written: a bug if hit.
             log.error("no write for llm.spans[%d]: partition not owned", args[0])
             return
-        self.writes.add(partial(write, *args))
+        self.writes.add(partial(write, *args), args[0])
 
     def _restore(
         self,

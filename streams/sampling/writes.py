@@ -31,6 +31,7 @@ Send = Callable[[], Awaitable[Any]]
 @dataclass
 class _Write:
     send: Send
+    partition: int
     future: asyncio.Future[Any] | None
 
 
@@ -45,9 +46,14 @@ class Writes:
     def __len__(self) -> int:
         return len(self.pending)
 
-    def add(self, send: Send) -> None:
-        """Send a write now; ``send`` is called again if it fails."""
-        self.pending.append(_Write(send, _start(send)))
+    def add(self, send: Send, partition: int) -> None:
+        """Send a write for ``partition`` now; ``send`` is called again if it
+        fails."""
+        self.pending.append(_Write(send, partition, _start(send)))
+
+    def forget(self, partitions: set[int]) -> None:
+        """Never send again the writes of partitions taken away."""
+        self.pending = [w for w in self.pending if w.partition not in partitions]
 
     async def settle(self) -> None:
         """Return once Kafka has every pending write; resend failed ones.

@@ -8,6 +8,7 @@ from typing import Any
 
 from llmobs.retry import Backoff
 from streams.sampling.agent import process
+from streams.sampling.writes import Writes
 from tests.streams.sampling.harness import KEEP_ALL, Harness
 from tests.streams.sampling.spanbatches import trace_in_batches
 
@@ -154,3 +155,28 @@ async def test_a_batch_cut_short_is_never_acknowledged() -> None:
             assert exc is error
         # Marked acked on the message alone: take_events' own ack skips them.
         assert all(e.message.acked for e in events)
+
+
+async def test_writes_of_a_revoked_partition_are_never_sent_again() -> None:
+    calls: list[int] = []
+
+    def send_for(partition: int) -> Any:
+        def send() -> asyncio.Future[None]:
+            calls.append(partition)
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            if calls.count(partition) == 1:
+                future.set_exception(OSError("not enough replicas"))
+            else:
+                future.set_result(None)
+            return future
+
+        return send
+
+    writes = Writes(asyncio.Event(), FAST)
+    writes.add(send_for(0), 0)
+    writes.add(send_for(1), 1)
+
+    writes.forget({1})
+    await asyncio.wait_for(writes.settle(), 5)
+
+    assert calls == [0, 1, 0]
