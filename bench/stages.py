@@ -147,8 +147,11 @@ def bench_sampler(traces: int) -> tuple[float, float, float]:
         sampler = new_sampler(store)
         await sampler.restore([], [], {0})
         started = time.perf_counter()
-        for offset, value in enumerate(values):
-            await sampler.on_batch(0, offset, value)
+        # In batches, as the agent takes them from llm.spans.
+        size = settings.sampling_batch_records
+        records = [(0, offset, value) for offset, value in enumerate(values)]
+        for start in range(0, len(records), size):
+            await sampler.on_records(records[start : start + size])
         spans = sampler.buffer.spans
         clock[0] += settings.decision_wait_s
         await sampler.decide_due()
