@@ -293,7 +293,9 @@ def create_app(
             await deliver_or_withhold(outgoing, events)
 
     sampler = (
-        register_sampling(app, sampling, settings.spans_topic) if sampling else None
+        register_sampling(app, sampling, settings.spans_topic, settings.dlq_topic)
+        if sampling
+        else None
     )
     aggregator = (
         register_metrics(app, metrics_settings, settings.spans_topic)

@@ -87,8 +87,6 @@ def register(
 
     source = app.topic(input_topic, key_type=bytes, value_type=bytes)
     sampled = app.topic(settings.sampled_topic, key_type=bytes, value_type=bytes)
-    # TODO(#4): streams/app.py does not pass its dlq_topic setting yet, so a
-    # kept record too large for Kafka goes to llm.dlq whatever that setting.
     dlq = app.topic(dlq_topic, key_type=bytes, value_type=bytes)
     kind, partitions = settings.sampling_store, app.conf.topic_partitions
     spans_table = app.Table(

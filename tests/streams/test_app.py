@@ -15,11 +15,14 @@ from llmobs.retry import Backoff
 from streams.app import (
     Outgoing,
     StageCounters,
+    create_app,
     decode_safely,
     deliver,
     deliver_or_withhold,
 )
 from streams.decode import Source
+from streams.sampling.settings import SamplingSettings
+from streams.settings import StreamSettings
 
 WHERE = Source("otlp_spans", 1, 7)
 
@@ -203,3 +206,17 @@ async def test_a_record_too_large_for_the_broker_sends_its_input_to_the_dlq(
 
     assert spans.delivered == [b"small"]
     assert dlq.delivered == [b"the input"]
+
+
+def test_the_sampler_dead_letters_to_the_configured_topic(
+    tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[tuple[object, ...]] = []
+    monkeypatch.setattr(
+        app_module, "register_sampling", lambda *args: seen.append(args[2:])
+    )
+    settings = StreamSettings(dlq_topic="team-dlq", data_dir=str(tmp_path))
+
+    create_app(settings, SamplingSettings(), None)
+
+    assert seen == [("llm.spans", "team-dlq")]
