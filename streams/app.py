@@ -25,6 +25,7 @@ from faust.types import StreamT
 from llmobs.errors import RetriableStageError
 from llmobs.retry import Backoff, retry_async
 from llmobs.settings import describe
+from streams.acks import withhold_acks
 from streams.cost import STATUSES, Pricer
 from streams.decode import DeadLetter, Decoded, Source, decode_message
 from streams.metrics.agent import register as register_metrics
@@ -195,18 +196,13 @@ def _in_place_of_too_large(
 async def deliver_or_withhold(records: list[Outgoing], events: Sequence[Any]) -> None:
     """Deliver the records made from ``events``; if cut short, withhold their ack.
 
-    Faust's ``take_events`` acknowledges a batch when the body handling it
-    exits, even when it is cancelled at shutdown, and the consumer then
-    commits. Delivery is retried until Kafka has every record, so only a
-    cancellation ends it early; the events are then marked acknowledged on
-    the message alone, which keeps their offsets out of every commit, and
-    the input is read again after restart.
+    Delivery is retried until Kafka has every record, so only a cancellation
+    at shutdown ends it early; the input is then read again after restart.
     """
     try:
         await deliver(records)
     except BaseException:
-        for event in events:
-            event.message.acked = True
+        withhold_acks(events)
         raise
 
 

@@ -27,6 +27,7 @@ import schemas
 from llmobs import topics
 from llmobs.errors import SchemaError
 from llmobs.retry import Backoff, ShutdownRequested, retry_async
+from streams.acks import withhold_acks
 from streams.metrics.settings import MetricsSettings
 from streams.metrics.state import SavedState, Write, partition_keys
 from streams.metrics.window import CORRECTION, PartitionWindows
@@ -250,18 +251,6 @@ class Aggregator:
             "llmobs_metrics_open_windows "
             f"{sum(len(s.windows.open) for s in self.partitions.values())}\n"
         )
-
-
-def withhold_acks(events: Iterable[Any]) -> None:
-    """Keep ``events`` from ever being acknowledged to the consumer.
-
-    ``take_events`` acknowledges every event of a batch in a ``finally``,
-    even when the body raised. Marked acked here, the message is skipped by
-    that acknowledgement, so its offset is never committed: the partition's
-    commits stop short of it and whoever reads the partition next counts it.
-    """
-    for event in events:
-        event.message.acked = True
 
 
 async def process(aggregator: Aggregator, events: Sequence[Any]) -> None:

@@ -24,6 +24,7 @@ import schemas
 from llmobs import topics
 from llmobs.errors import ConfigError
 from llmobs.retry import ShutdownRequested
+from streams.acks import withhold_acks
 from streams.sampling import config
 from streams.sampling.emit import FRAMING_BYTES, Emitter
 from streams.sampling.sampler import Sampler
@@ -37,18 +38,6 @@ Headers = list[tuple[str, bytes]]
 
 SPANS_TABLE = "sampling-spans"
 DECISIONS_TABLE = "sampling-decisions"
-
-
-def withhold_acks(events: Iterable[Any]) -> None:
-    """Keep ``events`` from ever being acknowledged to the consumer.
-
-    ``take_events`` acknowledges every event of a batch in a ``finally``,
-    even when the body raised or was cancelled. Marked acked here, a message
-    is skipped by that acknowledgement, so its offset is never committed:
-    whoever reads the partition next reads it again.
-    """
-    for event in events:
-        event.message.acked = True
 
 
 async def process(sampler: Sampler, events: Sequence[Any]) -> None:
