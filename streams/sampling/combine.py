@@ -106,9 +106,8 @@ def _keep_chance(
     else:
         unclaimed = 1.0 - chance
     if unclaimed > 0 and admissions:
-        # TODO(#4): a budget whose own sub-policies hash the trace id (an and
-        # holding probabilistic and rate_limiting) is taken as independent of
-        # the stateless terms; exact only when it uses another salt.
+        # A budget's own hash conditions use salts no other policy uses (the
+        # config refuses a shared one), so its admission is independent.
         refused = math.prod(1.0 - admitted for admitted in admissions)
         chance += unclaimed * (1.0 - refused)
     return min(1.0, chance)

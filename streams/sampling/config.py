@@ -230,7 +230,13 @@ def _unpriced(s: _Spec) -> p.Policy:
 
 def _and(s: _Spec) -> p.Policy:
     s.check_keys({"policies"})
-    return p.And(s.name, _children(s, "policies"))
+    children = _children(s, "policies")
+    if sum(c.stateful for c in children) > 1:
+        # The first would spend its budget on traces the second refuses.
+        raise s.fail(
+            "policies", "may hold one rate_limiting or composite sub-policy at most"
+        )
+    return p.And(s.name, children)
 
 
 def _not(s: _Spec) -> p.Policy:
@@ -342,7 +348,49 @@ def parse(data: Any, source: str = "policies") -> PolicySet:
             keep.append(policy)
     if not keep:
         raise ConfigError(f"{source}: no keep policy, every trace would be dropped")
+    _check_budget_salts([*keep, *drop])
     return PolicySet(keep, drop)
+
+
+def _check_budget_salts(policies: list[p.Policy]) -> None:
+    """Refuse a hash salt shared by a probabilistic policy under a rate limit.
+
+    The adjusted count takes a budget's admissions as independent of every
+    other hash condition, which holds only for a salt no other policy uses.
+    """
+    users: dict[bytes, list[tuple[str, bool]]] = {}
+    for top in policies:
+        for policy, budgeted in _probabilistic_parts(top, top.stateful):
+            users.setdefault(policy.salt, []).append((policy.name, budgeted))
+    for salt, named in users.items():
+        limited = [name for name, under_budget in named if under_budget]
+        if limited and len(named) > 1:
+            others = ", ".join(repr(n) for n, _ in named if n != limited[0])
+            raise ConfigError(
+                f"sampling policy {limited[0]!r} key hash_salt: under a rate"
+                f" limit it needs a salt of its own, {salt.decode()!r} is also"
+                f" used by {others}"
+            )
+
+
+def _probabilistic_parts(
+    policy: p.Policy, budgeted: bool
+) -> list[tuple[p.Probabilistic, bool]]:
+    """The probabilistic policies within ``policy``, and whether a budget
+    rules over each."""
+    if isinstance(policy, p.Probabilistic):
+        return [(policy, budgeted)]
+    if isinstance(policy, p.Composite):
+        children = [child for child, _ in policy.shares]
+        budgeted = True
+    elif isinstance(policy, p.And | p.Drop):
+        children = policy.policies
+        budgeted = budgeted or policy.stateful
+    elif isinstance(policy, p.Not):
+        children = [policy.policy]
+    else:
+        return []
+    return [part for c in children for part in _probabilistic_parts(c, budgeted)]
 
 
 def load(path: str | Path) -> PolicySet:

@@ -281,8 +281,8 @@ class And(Policy):
     def evaluate(self, trace: TraceView, now_s: float) -> Match | None:
         if super().evaluate(trace, now_s) is None:
             return None
-        # TODO(#4): with two budgets in one and, the first spends its tokens
-        # even when the second refuses; that needs a check before any spend.
+        # The config allows one budget here: a second could refuse a trace
+        # the first already spent its tokens on.
         for budget in self.budgets:
             if budget.evaluate(trace, now_s) is None:
                 return None

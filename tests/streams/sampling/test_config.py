@@ -181,3 +181,49 @@ def test_the_readme_example_is_valid() -> None:
     policies = config.parse(yaml.safe_load(example))
 
     assert "unpriced" in policies.names
+
+
+def test_an_and_with_two_budgets_is_refused() -> None:
+    budget = {"type": "rate_limiting", "spans_per_second": 10}
+    both = {
+        "name": "two",
+        "type": "and",
+        "policies": [{**budget, "name": "a"}, {**budget, "name": "b"}],
+    }
+
+    with pytest.raises(ConfigError, match="'two' key policies: may hold one"):
+        config.parse({"policies": [both]})
+
+
+def rate_limited_share(salt: str | None) -> dict:
+    share = {"name": "some", "type": "probabilistic", "sampling_percentage": 5}
+    if salt is not None:
+        share["hash_salt"] = salt
+    return {
+        "name": "limited",
+        "type": "and",
+        "policies": [
+            share,
+            {"name": "r", "type": "rate_limiting", "spans_per_second": 9},
+        ],
+    }
+
+
+@pytest.mark.parametrize(("inner", "outer"), [(None, None), ("s1", "s1")])
+def test_a_salt_shared_with_a_rate_limited_probabilistic_is_refused(
+    inner: str | None, outer: str | None
+) -> None:
+    top = {"name": "tenth", "type": "probabilistic", "sampling_percentage": 10}
+    if outer is not None:
+        top["hash_salt"] = outer
+
+    with pytest.raises(ConfigError, match=r"'some' key hash_salt: .* used by 'tenth'"):
+        config.parse({"policies": [top, rate_limited_share(inner)]})
+
+
+def test_a_rate_limited_probabilistic_with_its_own_salt_is_taken() -> None:
+    top = {"name": "tenth", "type": "probabilistic", "sampling_percentage": 10}
+
+    policies = config.parse({"policies": [top, rate_limited_share("own")]})
+
+    assert policies.names == ["tenth", "limited"]
