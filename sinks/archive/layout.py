@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import bisect
 import re
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -80,6 +81,8 @@ class Manifest:
     ranges: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     # Uploads announced but not yet confirmed: a crash may have cut them off.
     pending: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    # Wall-clock time of the latest announcement (0: none recorded).
+    announced_unix_s: float = 0.0
     _merged: dict[str, list[tuple[int, int]]] = field(
         default_factory=dict, repr=False, compare=False
     )
@@ -105,6 +108,7 @@ class Manifest:
     def announce(self, folder: str, first: int, last: int) -> None:
         """Name an upload about to start, so a crash cannot orphan its object."""
         bisect.insort(self.pending.setdefault(folder, []), (first, last))
+        self.announced_unix_s = time.time()
 
     def settle(self, folder: str, first: int, last: int, uploaded: bool) -> None:
         """An announced upload is done (uploaded) or will not happen now."""
@@ -135,6 +139,7 @@ class Manifest:
             "partition": self.partition,
             "ranges": _rows(self.ranges),
             "pending": _rows(self.pending),
+            "announced_unix_s": self.announced_unix_s,
         }
         return orjson.dumps(doc)
 
@@ -147,7 +152,8 @@ class Manifest:
         for folder, first, last in doc["ranges"]:
             manifest.add(folder, int(first), int(last))
         for folder, first, last in doc.get("pending", ()):
-            manifest.announce(folder, int(first), int(last))
+            bisect.insort(manifest.pending.setdefault(folder, []), (first, last))
+        manifest.announced_unix_s = float(doc.get("announced_unix_s", 0.0))
         return manifest
 
 

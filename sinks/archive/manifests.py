@@ -2,21 +2,26 @@
 
 A partition's manifest is read when its first record arrives; uploads that a
 crashed run announced but never confirmed are settled then, by whether their
-object exists. Every rewrite is conditional on the version this worker last
-read or wrote, so a second writer (a member the group already replaced, still
-finishing its roll) fails with WriteConflict instead of silently undoing the
-other's ranges.
+object exists. A member the group replaced may still be in such a round, so
+announcements younger than a round's longest storage time are left to finish:
+the batch is held until then (``PreviousRoundRunning``), and an object that
+round publishes late is found, not orphaned. Every rewrite is conditional on
+the version this worker last read or wrote, so a second writer (a member the
+group already replaced, still finishing its roll) fails with WriteConflict
+instead of silently undoing the other's ranges.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sinks.archive import layout
 from sinks.archive.layout import Manifest
 from sinks.archive.storage import Store
+from sinks.batch import BackendUnavailable
 from sinks.consumer import Position
 
 log = logging.getLogger(__name__)
@@ -25,12 +30,22 @@ log = logging.getLogger(__name__)
 Storage = Callable[..., Awaitable[Any]]
 
 
+# Clocks of two workers may disagree by this much.
+CLOCK_SKEW_S = 5.0
+
+
+class PreviousRoundRunning(BackendUnavailable):
+    """A partition's manifest announces uploads that may still be under way."""
+
+
 class ManifestBook:
     """Cached manifests with the version each was read or written at."""
 
-    def __init__(self, store: Store, storage: Storage) -> None:
+    def __init__(self, store: Store, storage: Storage, round_s: float) -> None:
         self.store = store
         self._storage = storage
+        # The longest a round's storage work lasts, announcement included.
+        self._round_s = round_s
         self._manifests: dict[Position, Manifest] = {}
         self._versions: dict[Position, str | None] = {}
 
@@ -47,6 +62,14 @@ class ManifestBook:
             f"reading {key}", self.store.get_versioned, key
         )
         manifest = Manifest.from_bytes(position[0], position[1], data)
+        if manifest.pending:
+            age_s = time.time() - manifest.announced_unix_s
+            wait_s = self._round_s + CLOCK_SKEW_S - age_s
+            if wait_s > 0:
+                raise PreviousRoundRunning(
+                    f"{key}: uploads announced {age_s:.0f}s ago may still be "
+                    f"under way; they are settled in {wait_s:.0f}s"
+                )
         await self._settle(manifest)
         self._manifests[position] = manifest
         self._versions[position] = version

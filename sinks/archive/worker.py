@@ -102,7 +102,7 @@ class ArchiveHandler:
         self._codec = schemas.codec(schemas.SPAN_BATCH)
         self._backoff = Backoff(deadline_s=settings.upload_retry_deadline_s)
         self._open: dict[tuple[Position, str], OpenFile] = {}
-        self._book = ManifestBook(self.store, self._storage)
+        self._book = ManifestBook(self.store, self._storage, self._new_budget().total_s)
         self._read_next: dict[Position, int] = {}
         self._budget = self._new_budget()
 
@@ -122,6 +122,10 @@ class ArchiveHandler:
         self, items: list[Item], stop: asyncio.Event
     ) -> list[TopicPartition] | None:
         self._budget = self._new_budget()
+        # Every manifest first: one that must wait holds the whole batch
+        # before any of it is routed, so that it can be handed in again.
+        for position in sorted({item.position for item in items}):
+            await self._book.load(position)
         for item in items:
             position = item.position
             self._read_next[position] = max(
@@ -217,11 +221,8 @@ class ArchiveHandler:
         announced = {p for p in positions if await self._write_manifest(p)}
 
         # Step 2: upload (removing stale twins) while the round has time.
-        # TODO(#6): a member replaced between its owns() check and the end of
-        # an upload still publishes that object, named by no manifest; only a
-        # later overlapping upload in the folder removes it. Closing this
-        # needs a fence the store enforces (an owner epoch in object names or
-        # metadata that readers filter on), not a local check.
+        # A member replaced meanwhile may finish an upload it announced; the
+        # next owner waits out a round's storage time before settling it.
         uploaded: set[tuple[Position, str]] = set()
         for f in files:
             if f.position not in announced or not self.owns(f.position):

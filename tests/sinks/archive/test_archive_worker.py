@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,9 @@ import pytest
 from otlp_batches import span_batches, traces
 
 import schemas
-from sinks.archive import layout
+from sinks.archive import layout, manifests
 from sinks.archive.layout import Manifest
+from sinks.archive.manifests import PreviousRoundRunning
 from sinks.archive.settings import ArchiveSettings
 from sinks.archive.storage import LocalStore, WriteConflict
 from sinks.archive.worker import ArchiveHandler, RoundBudget
@@ -103,6 +105,10 @@ def records(count: int = 8) -> list[Item]:
     return out
 
 
+# A round's storage time at the default poll interval: two thirds of it.
+ROUND_S = ArchiveSettings().max_poll_interval_s * 2 / 3
+
+
 def handler(root: Path, store: LocalStore, **overrides: Any) -> ArchiveHandler:
     values: dict[str, Any] = {"archive_url": str(root), "max_file_bytes": 6000}
     values.update(overrides)
@@ -123,14 +129,21 @@ async def write_in_batches(
         await archive.write(items[start : start + size], asyncio.Event())
 
 
+def later_by(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """Move the wall clock the manifests read forward by ``seconds``."""
+    now = time.time() + seconds
+    monkeypatch.setattr(manifests.time, "time", lambda: now)
+
+
 async def test_a_crash_between_upload_and_manifest_never_shows_a_span_twice(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     items = records()
     crashing = Watched(tmp_path, crash_on_confirm=True)
     with pytest.raises(Crash):
         await write_in_batches(handler(tmp_path, crashing), items, 2)
     assert list(tmp_path.glob("tenant=*/*/*/*.parquet")), "the crash came too early"
+    later_by(monkeypatch, ROUND_S + manifests.CLOCK_SKEW_S)
 
     # The restart reads from the same committed offset, batched otherwise.
     store = Watched(tmp_path)
@@ -139,6 +152,30 @@ async def test_a_crash_between_upload_and_manifest_never_shows_a_span_twice(
     await again.close(asyncio.Event())
 
     assert again.skipped_spans > 0, "the object of the crashed run was adopted"
+    expected = sorted(s["span_id"] for i in items for s in i.payload["spans"])
+    assert archived_span_ids(tmp_path) == expected
+
+
+async def test_the_next_owner_waits_out_an_announced_round_before_settling_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    items = records()
+    crashing = Watched(tmp_path, crash_on_confirm=True)
+    with pytest.raises(Crash):
+        await write_in_batches(handler(tmp_path, crashing), items, 2)
+    # The replaced member could still be uploading what it announced: an
+    # object settled as missing now would be orphaned when it lands.
+    store = Watched(tmp_path)
+    again = handler(tmp_path, store)
+    batch = [Item(i.message, i.payload) for i in items]
+
+    with pytest.raises(PreviousRoundRunning):
+        await again.write(batch, asyncio.Event())
+    assert store.writes == 0
+
+    later_by(monkeypatch, ROUND_S + manifests.CLOCK_SKEW_S)
+    await again.write(batch, asyncio.Event())
+    await again.close(asyncio.Event())
     expected = sorted(s["span_id"] for i in items for s in i.payload["spans"])
     assert archived_span_ids(tmp_path) == expected
 
