@@ -28,7 +28,7 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 import schemas
 from llmobs import otlp, topics
 from llmobs.tenants import INVALID_TENANT, resource_tenant, tenant_problem
-from streams.normalize import normalize_genai
+from streams.normalize import clean_text, normalize_genai
 
 if TYPE_CHECKING:
     from streams.cost import Pricer
@@ -213,7 +213,7 @@ def _normalize_request(
     for r_index, resource_spans in enumerate(request.resource_spans):
         resource = resource_spans.resource
         resource_attrs = otlp.attributes_dict(resource.attributes)
-        service_name = str(resource_attrs.get("service.name", ""))
+        service_name = clean_text(str(resource_attrs.get("service.name", "")))
         tenant = header_tenant or resource_tenant(resource_attrs)
         resource_bytes = resource.SerializeToString()
         resource_json = orjson.dumps(resource_attrs, default=_json_default).decode()

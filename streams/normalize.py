@@ -27,7 +27,7 @@ that carry no GenAI attribute). Attribute names and spellings live in
   ``provider_normalized``, ``operation_normalized``,
   ``operation_from_span_name``, ``ttft_assumed_ms``,
   ``input_tokens_excluded_cache``, ``output_tokens_excluded_reasoning``,
-  ``total_tokens_recomputed``, ``normalize_failed``).
+  ``total_tokens_recomputed``, ``nul_replaced``, ``normalize_failed``).
 
 Request parameters such as ``max_tokens`` (where ``-1`` means unset) are not
 normalized here; they stay in the span's attributes.
@@ -95,7 +95,8 @@ def normalize_genai(
         if conventions is None:
             return None
         scope = (scope_name, scope_version)
-        return _normalize(attributes, conventions, span_name, status_code, scope)
+        record = _normalize(attributes, conventions, span_name, status_code, scope)
+        return _without_nul(record)
     except Exception as exc:  # a span must never stop the stage
         log.warning("GenAI normalization failed: %s", type(exc).__name__)
         record = _empty_record()
@@ -138,6 +139,30 @@ def _prefix_convention(key: object) -> str | None:
         _prefix_cache.clear()
     _prefix_cache[key] = convention
     return convention
+
+
+def _without_nul(record: dict[str, Any]) -> dict[str, Any]:
+    """NUL characters of the normalized text replaced, and flagged.
+
+    These fields key rows, metric windows and Redis counters, and no text
+    column or key of those stores holds NUL; the original attribute keeps it.
+    """
+    replaced = False
+    for name, value in record.items():
+        if isinstance(value, str) and "\x00" in value:
+            record[name] = clean_text(value)
+            replaced = True
+        elif name == "finish_reasons" and any("\x00" in r for r in value):
+            record[name] = [clean_text(r) for r in value]
+            replaced = True
+    if replaced:
+        record["issues"].append("nul_replaced")
+    return record
+
+
+def clean_text(text: str) -> str:
+    """``text`` with each NUL character replaced by U+FFFD."""
+    return text.replace("\x00", "\ufffd")
 
 
 def _empty_record() -> dict[str, Any]:

@@ -276,3 +276,12 @@ def test_a_message_the_collector_marks_as_traces_is_read() -> None:
 
     assert len(batches) == 1
     assert not decoded.dead_letters
+
+
+def test_nul_in_a_service_name_is_replaced() -> None:
+    request = synthetic.llm_trace(calls=1, service_name="check\x00out")
+
+    _, batches = decode_all(request.SerializeToString())
+
+    (batch,) = batches.values()
+    assert batch["resources"][0]["service_name"] == "check\ufffdout"

@@ -1263,3 +1263,20 @@ def test_never_raises_and_always_encodes(
     ttft = result["time_to_first_token_s"]
     assert ttft is None or (math.isfinite(ttft) and ttft >= 0)
     assert_round_trips(result)
+
+
+def test_nul_in_normalized_text_is_replaced_and_flagged() -> None:
+    record = normalize_genai(
+        {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": "open\x00ai",
+            "gen_ai.request.model": "gpt\x004o",
+            "gen_ai.response.finish_reasons": ["st\x00op"],
+        }
+    )
+
+    assert record is not None
+    assert record["request_model"] == "gpt\ufffd4o"
+    assert "\x00" not in record["provider"]
+    assert record["finish_reasons"] == ["st\ufffdop"]
+    assert "nul_replaced" in record["issues"]
