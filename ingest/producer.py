@@ -29,9 +29,6 @@ from llmobs.topics import (
 
 log = logging.getLogger(__name__)
 
-# syslog severity: librdkafka logs only critical conditions and worse.
-_LIBRDKAFKA_LOG_LEVEL = 2
-
 # Content type of a dead-letter payload (OTLP protobuf or OTLP/JSON).
 
 Headers = list[tuple[str, str | bytes | None]]
@@ -69,10 +66,6 @@ class SpanProducer:
                 **{
                     "message.timeout.ms": timeout_ms,
                     "error_cb": self._on_error,
-                    "logger": logging.getLogger("librdkafka"),
-                    # Its own log repeats each connection failure at error
-                    # level every few seconds; error_cb reports them, throttled.
-                    "log_level": _LIBRDKAFKA_LOG_LEVEL,
                 },
             )
         )

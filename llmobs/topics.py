@@ -8,6 +8,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from llmobs.errors import RetriableStageError
+from llmobs.kafka import client_config
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def ensure_topics(
     replication_factor: int = 1,
 ) -> None:
     """Create the missing topics; existing ones are left as they are."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap))
     try:
         existing = set(admin.list_topics(timeout=timeout_s).topics)
     except KafkaException as exc:
@@ -82,7 +83,7 @@ def ensure_topics(
 
 def partition_count(bootstrap: str, topic: str, timeout_s: float = 30.0) -> int:
     """How many partitions ``topic`` has on the broker."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap))
     try:
         metadata = admin.list_topics(topic, timeout=timeout_s)
     except KafkaException as exc:

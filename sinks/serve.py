@@ -29,6 +29,7 @@ async def _serve(
     run: Callable[[asyncio.Event], Awaitable[None]],
     on_stop: str,
 ) -> None:
+    log.info("connecting to Kafka at %s for %s", kafka_bootstrap, ", ".join(topics))
     await asyncio.to_thread(ensure_topics, kafka_bootstrap, topics)
     stop = asyncio.Event()
 

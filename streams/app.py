@@ -23,6 +23,7 @@ from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError
 from faust.types import StreamT
 
 from llmobs.errors import RetriableStageError
+from llmobs.logs import throttle_repeats
 from llmobs.retry import Backoff, retry_async
 from llmobs.settings import describe
 from streams.acks import withhold_acks
@@ -298,6 +299,11 @@ def create_app(
         if metrics_settings
         else None
     )
+
+    @app.task
+    async def throttle_log_repeats() -> None:
+        # The worker sets up its own log handlers when it starts.
+        throttle_repeats()
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
