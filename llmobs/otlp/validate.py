@@ -7,6 +7,7 @@ as a trace request, since their fields land on ids and timestamps as garbage.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -22,9 +23,11 @@ INVALID_TRACE_ID = "invalid_trace_id"
 INVALID_SPAN_ID = "invalid_span_id"
 INVALID_PARENT_SPAN_ID = "invalid_parent_span_id"
 INVALID_TIMESTAMPS = "invalid_timestamps"
-# fixed64 in OTLP, but no signed 64-bit store (Avro, PostgreSQL) holds more;
-# such a time is a bug in the sender, not a date.
-MAX_TIME_UNIX_NANO = 2**63 - 1
+# Spans start after 2000-01-01 and end before a day after they are read: a
+# time outside is a sender's bug (a zero clock, a unit mix-up), and each day
+# of it would add a partition to the stores.
+MIN_TIME_UNIX_NANO = 946_684_800 * 10**9
+FUTURE_SLACK_NS = 86_400 * 10**9
 DUPLICATE_SPAN = "duplicate_span"
 INVALID_UTF8 = "invalid_utf8"
 INVALID_PROTOBUF = "invalid_protobuf"
@@ -135,7 +138,7 @@ class Rejects:
         return out
 
 
-def check_span(span: Span) -> tuple[str, str] | None:
+def check_span(span: Span, now_ns: int | None = None) -> tuple[str, str] | None:
     """The reason and detail why ``span`` cannot be kept, or None."""
     trace_id = span.trace_id
     if len(trace_id) != 16:
@@ -159,10 +162,13 @@ def check_span(span: Span) -> tuple[str, str] | None:
     start_ns = span.start_time_unix_nano
     if start_ns == 0:
         return INVALID_TIMESTAMPS, "start time is zero"
+    if start_ns < MIN_TIME_UNIX_NANO:
+        return INVALID_TIMESTAMPS, "start time is before the year 2000"
     if span.end_time_unix_nano < start_ns:
         return INVALID_TIMESTAMPS, "end time is before start time"
-    if span.end_time_unix_nano > MAX_TIME_UNIX_NANO:
-        return INVALID_TIMESTAMPS, "time is past the year 2262"
+    latest_ns = (time.time_ns() if now_ns is None else now_ns) + FUTURE_SLACK_NS
+    if span.end_time_unix_nano > latest_ns:
+        return INVALID_TIMESTAMPS, "end time is more than a day ahead"
     return None
 
 
@@ -170,6 +176,7 @@ def validate(request: ExportTraceServiceRequest, rejects: Rejects) -> Decoded:
     """Remove invalid and repeated spans from ``request`` in place."""
     seen: set[tuple[bytes, bytes]] = set()
     kept = 0
+    now_ns = time.time_ns()
     # Earlier rejections (by the salvage) may have left empty containers too.
     pruned = bool(rejects)
     for rs in request.resource_spans:
@@ -177,7 +184,7 @@ def validate(request: ExportTraceServiceRequest, rejects: Rejects) -> Decoded:
             bad_indexes: list[int] = []
             bad_by_reason: dict[str, tuple[str, list[Span]]] = {}
             for index, span in enumerate(ss.spans):
-                problem = check_span(span)
+                problem = check_span(span, now_ns)
                 if problem is None:
                     key = (span.trace_id, span.span_id)
                     if key not in seen:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import time
 
 import orjson
 import pytest
@@ -106,6 +107,12 @@ def test_valid_protobuf_is_kept_whole() -> None:
         ({"start_time_unix_nano": 0}, INVALID_TIMESTAMPS),
         ({"end_time_unix_nano": START_NS - 1}, INVALID_TIMESTAMPS),
         ({"end_time_unix_nano": 2**63}, INVALID_TIMESTAMPS),
+        # A clock never set, and a future one day and a minute ahead.
+        ({"start_time_unix_nano": 1, "end_time_unix_nano": 2}, INVALID_TIMESTAMPS),
+        (
+            {"end_time_unix_nano": time.time_ns() + (86_400 + 60) * 10**9},
+            INVALID_TIMESTAMPS,
+        ),
     ],
 )
 def test_invalid_span_is_rejected_and_others_kept(
