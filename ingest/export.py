@@ -21,6 +21,7 @@ from ingest.settings import GatewaySettings
 from llmobs.errors import DecodeError, ObservatoryError
 from llmobs.otlp import (
     EMPTY_REQUEST,
+    INVALID_JSON,
     PROTOBUF,
     Decoded,
     Rejection,
@@ -134,5 +135,9 @@ class Exporter:
     def _reject(self, rejected: list[Rejection], headers: Headers) -> None:
         for rejection in rejected:
             self._metrics.spans_rejected[rejection.reason] += rejection.spans
-            log.warning("rejected %d span(s): %s", rejection.spans, rejection.reason)
+            # A JSON parser's message may quote the body, prompts included.
+            detail = "" if rejection.reason == INVALID_JSON else rejection.detail
+            log.warning(
+                "rejected %d span(s): %s %s", rejection.spans, rejection.reason, detail
+            )
             self._producer.dead_letter(rejection, headers)

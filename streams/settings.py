@@ -34,6 +34,8 @@ class StreamSettings:
     def validate(self) -> None:
         from llmobs.errors import ConfigError
 
+        if not 0 < self.web_port <= 65535:
+            raise ConfigError(f"web_port: {self.web_port} is no port")
         if self.topic_replication_factor < 1:
             raise ConfigError("topic_replication_factor must be at least 1")
         if self.batch_messages < 1:

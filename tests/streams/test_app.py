@@ -11,6 +11,7 @@ from faust.types.tuples import ConsumerMessage, Message
 
 import streams.app as app_module
 from llmobs import synthetic
+from llmobs.errors import ConfigError
 from llmobs.retry import Backoff
 from streams.app import (
     Outgoing,
@@ -220,3 +221,9 @@ def test_the_sampler_dead_letters_to_the_configured_topic(
     create_app(settings, SamplingSettings(), None)
 
     assert seen == [("llm.spans", "team-dlq")]
+
+
+@pytest.mark.parametrize("port", [0, 99_999])
+def test_a_web_port_out_of_range_is_a_config_error(port: int) -> None:
+    with pytest.raises(ConfigError, match=f"web_port: {port} is no port"):
+        StreamSettings(web_port=port).validate()
