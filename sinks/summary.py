@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from llmobs import settings as config
+from llmobs.display import cell
 from llmobs.errors import ConfigError
 from sinks.settings import SummarySettings
 
@@ -172,7 +173,7 @@ def _total_cost(costs: Sequence[Any]) -> Decimal | None:
 
 
 def _cells(row: tuple[Any, ...]) -> tuple[str, ...]:
-    text = [str(v) for v in row[:3]]
+    text = [cell(v) for v in row[:3]]
     numbers = [f"{int(v):,}" for v in row[3:10]]
     cost = NO_COST if row[10] is None else f"{Decimal(row[10]):,.{COST_PLACES}f}"
     return (*text, *numbers, cost)

@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from llmobs import settings as config
+from llmobs.display import cell
 from llmobs.errors import ConfigError
 from llmobs.settings import setting, settings_class
 from sinks.settings import DEFAULT_DATABASE_URL
@@ -175,8 +176,8 @@ def unknown_table(records: Sequence[Mapping[str, Any]]) -> str:
     """Rows of UNKNOWN_QUERY as a table, each with the reason it had no price."""
     rows = [
         (
-            r["provider"],
-            r["model"],
+            cell(r["provider"]),
+            cell(r["model"]),
             f"{r['spans']:,}",
             f"{r['last_seen']:%Y-%m-%d %H:%M}",
             r["reason"] or "-",
