@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 # travels as several records.
 MAX_RECORD_BYTES = 4 * 1024 * 1024
 TRACES = "traces"
-NOT_TRACES = "not_traces"
 
 _KIND_NAMES = {value: name for name, value in trace_pb2.Span.SpanKind.items()}
 _STATUS_NAMES = {
@@ -129,7 +128,7 @@ def decode_message(
     if signal is not None and signal != TRACES:
         out.dead_letters.append(
             DeadLetter(
-                NOT_TRACES,
+                otlp.NOT_TRACES,
                 f"the {topics.HEADER_SIGNAL} header says {signal!r}",
                 value,
                 0,

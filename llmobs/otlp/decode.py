@@ -8,6 +8,12 @@ part and send the rest to the dead-letter topic.
 from __future__ import annotations
 
 from google.protobuf.message import DecodeError as ProtobufDecodeError
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+)
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
 )
@@ -21,6 +27,7 @@ from llmobs.otlp.validate import (
     INVALID_UTF8,
     JSON,
     NOT_PROTOBUF,
+    NOT_TRACES,
     PROTOBUF,
     Decoded,
     Rejects,
@@ -34,7 +41,56 @@ _SCOPE_SPANS_SPANS = 2
 
 
 def decode_proto(data: bytes) -> Decoded:
-    """Parse a serialized ExportTraceServiceRequest, rejecting only bad spans."""
+    """Parse a serialized ExportTraceServiceRequest, rejecting only bad spans.
+
+    A body without a single valid span that reads as an OTLP metrics or logs
+    request raises NOT_TRACES, naming the signal it carries.
+    """
+    try:
+        decoded = _decode_traces(data)
+    except DecodeError as exc:
+        if exc.reason == NOT_PROTOBUF and (signal := other_signal(data)):
+            raise _not_traces(signal) from exc
+        raise
+    if decoded.span_count == 0 and (signal := other_signal(data)):
+        raise _not_traces(signal)
+    return decoded
+
+
+def other_signal(data: bytes) -> str | None:
+    """ "metrics" or "logs" when ``data`` reads as such a request, else None."""
+    try:
+        metrics = ExportMetricsServiceRequest.FromString(data)
+        named = [
+            metric.name and metric.WhichOneof("data")
+            for rm in metrics.resource_metrics
+            for sm in rm.scope_metrics
+            for metric in sm.metrics
+        ]
+        if named and all(named):
+            return "metrics"
+    except (ProtobufDecodeError, ValueError):
+        pass
+    try:
+        logs = ExportLogsServiceRequest.FromString(data)
+        timed = [
+            record.time_unix_nano or record.observed_time_unix_nano
+            for rl in logs.resource_logs
+            for sl in rl.scope_logs
+            for record in sl.log_records
+        ]
+        if timed and all(timed):
+            return "logs"
+    except (ProtobufDecodeError, ValueError):
+        pass
+    return None
+
+
+def _not_traces(signal: str) -> DecodeError:
+    return DecodeError(NOT_TRACES, f"an OTLP {signal} request, not traces")
+
+
+def _decode_traces(data: bytes) -> Decoded:
     rejects = Rejects()
     try:
         request = ExportTraceServiceRequest.FromString(data)

@@ -34,6 +34,7 @@ INVALID_PROTOBUF = "invalid_protobuf"
 NOT_PROTOBUF = "not_protobuf"
 INVALID_JSON = "invalid_json"
 EMPTY_REQUEST = "empty_request"
+NOT_TRACES = "not_traces"
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"

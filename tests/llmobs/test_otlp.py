@@ -9,6 +9,9 @@ import time
 
 import orjson
 import pytest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+)
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
@@ -30,6 +33,7 @@ from llmobs.otlp import (
     INVALID_UTF8,
     JSON,
     NOT_PROTOBUF,
+    NOT_TRACES,
     any_value,
     attributes_dict,
     attributes_json,
@@ -39,6 +43,7 @@ from llmobs.otlp import (
     links_json,
     split_by_trace,
 )
+from llmobs.otlp.decode import other_signal
 
 TRACE_A = bytes.fromhex("0af7651916cd43dd8448eb211c80319c")
 TRACE_B = bytes.fromhex("4bf92f3577b34da6a3ce929d0e0e4736")
@@ -225,14 +230,32 @@ def test_metrics_request_is_rejected() -> None:
     total = sm.metrics.add(name="requests", description="count")
     total.sum.data_points.add(time_unix_nano=START_NS, as_double=1.5)
 
-    try:
-        decoded = decode_proto(metrics.SerializeToString())
-    except DecodeError as exc:
-        assert exc.reason == NOT_PROTOBUF
-        return
-    assert decoded.span_count == 0
-    assert all_spans(decoded.request) == []
-    assert decoded.rejected_spans == 2
+    with pytest.raises(DecodeError) as caught:
+        decode_proto(metrics.SerializeToString())
+
+    assert caught.value.reason == NOT_TRACES
+    assert "metrics" in caught.value.detail
+
+
+def test_logs_request_is_named_as_logs() -> None:
+    logs = ExportLogsServiceRequest()
+    records = logs.resource_logs.add().scope_logs.add().log_records
+    records.add(time_unix_nano=START_NS).body.string_value = "user signed in"
+    records.add(observed_time_unix_nano=START_NS, severity_text="WARN")
+
+    with pytest.raises(DecodeError) as caught:
+        decode_proto(logs.SerializeToString())
+
+    assert (caught.value.reason, caught.value.detail) == (
+        NOT_TRACES,
+        "an OTLP logs request, not traces",
+    )
+
+
+def test_a_trace_request_is_never_taken_for_another_signal() -> None:
+    request = make_request([{}, {}])
+
+    assert other_signal(request.SerializeToString()) is None
 
 
 @pytest.mark.parametrize("seed", range(20))
