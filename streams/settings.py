@@ -13,7 +13,9 @@ class StreamSettings:
 
     kafka_bootstrap: str = setting(DEFAULT_BOOTSTRAP, "Kafka bootstrap servers")
     app_id: str = setting(
-        "llmobs-streams", "Faust application id, also the consumer group"
+        "llmobs-streams",
+        "Faust application id, also the consumer group and the prefix of the"
+        " state topics: a new id reads the input topic again from its start",
     )
     input_topic: str = setting(topics.OTLP_SPANS, "topic of raw OTLP requests")
     spans_topic: str = setting(topics.SPANS, "topic of normalized span batches")
