@@ -215,7 +215,28 @@ class Decider:
                 )
                 continue
             records.append((key, self.codec.decode(batch_of(value))))
-        return records
+        return self._without_repeats(records)
+
+    def _without_repeats(
+        self, records: list[tuple[bytes, dict[str, Any]]]
+    ) -> list[tuple[bytes, dict[str, Any]]]:
+        """The records with each span once: an export sent twice (a client's
+        retry, input decoded again after a restart) holds the same spans."""
+        seen: set[tuple[str, str]] = set()
+        kept = []
+        for key, record in records:
+            spans = []
+            for span in record["spans"]:
+                identity = (record["tenant"], span["span_id"])
+                if identity in seen:
+                    self.metrics.repeated_spans += 1
+                    continue
+                seen.add(identity)
+                spans.append(span)
+            if spans:
+                record["spans"] = spans
+                kept.append((key, record))
+        return kept
 
     def _count(self, made: Made, now_s: float) -> None:
         trace, verdict = made.trace, made.verdict

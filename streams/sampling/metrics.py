@@ -18,6 +18,7 @@ class SamplerMetrics:
         self.late_spans: Counter[str] = Counter()
         self.undecodable_batches = 0
         self.duplicate_batches = 0
+        self.repeated_spans = 0
         self.unowned_batches = 0
         self.failed_decisions = 0
         self.split_records = 0
@@ -91,6 +92,11 @@ class SamplerMetrics:
                 "duplicate_batches_total",
                 self.duplicate_batches,
                 "input records seen twice",
+            ),
+            (
+                "repeated_spans_total",
+                self.repeated_spans,
+                "spans a trace held twice (a re-sent export), kept once",
             ),
             (
                 "unowned_batches_total",

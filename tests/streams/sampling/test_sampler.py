@@ -254,3 +254,21 @@ async def test_the_buffer_reads_batches_back_from_the_store_at_decision() -> Non
     assert h.sent_spans(trace_id) == span_ids - first
     assert h.sampler.metrics.missing_batches == 1
     assert "llmobs_sampling_missing_batches_total 1" in h.sampler.metrics.prometheus()
+
+
+async def test_a_trace_exported_twice_is_emitted_with_each_span_once() -> None:
+    h = await Harness.start(KEEP_ALL)
+    trace_id, batches, span_ids = trace_in_batches(2, [[1, 2], [0]])
+    # The first batch again at a later offset, as a client's retry makes it.
+    for batch in [batches[0], batches[0], batches[1]]:
+        await h.feed(batch)
+
+    h.clock.now_s += 3
+    assert await h.sampler.decide_due() == 1
+
+    emitted = [
+        s["span_id"] for r in h.sent if r["trace_id"] == trace_id for s in r["spans"]
+    ]
+    assert sorted(emitted) == sorted(span_ids)
+    assert h.sampler.metrics.repeated_spans == 2
+    assert "llmobs_sampling_repeated_spans_total 2" in h.sampler.metrics.prometheus()
