@@ -82,7 +82,7 @@ class SavedState:
 
     def bucket_key(self, slot: Slot) -> bytes:
         start_ms, key = slot
-        parts = [start_ms, *(getattr(key, f) for f in key.__dataclass_fields__)]
+        parts = [start_ms, *key]
         return self.prefix + b"b:" + _hash(orjson.dumps(parts))
 
     def record_key(self, record: dict[str, Any]) -> bytes:
@@ -230,4 +230,4 @@ def _dumps(record: dict[str, Any]) -> bytes:
 
 def _order(slot: Slot) -> tuple[Any, ...]:
     start_ms, key = slot
-    return (start_ms, *(getattr(key, f) for f in key.__dataclass_fields__))
+    return (start_ms, *key)

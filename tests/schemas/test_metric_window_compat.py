@@ -12,12 +12,8 @@ import pytest
 
 import schemas
 from schemas import MAGIC, parse, schema_files, schema_fingerprint
-from streams.metrics.window import (
-    IDENTITY_JOINED,
-    IDENTITY_SHA256,
-    PartitionWindows,
-    identity,
-)
+from streams.metrics.bucket import IDENTITY_JOINED, IDENTITY_SHA256
+from streams.metrics.window import PartitionWindows, identity
 from tests.streams.metrics.spans import batch, span
 
 NAME = "metric_window"

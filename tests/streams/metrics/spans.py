@@ -6,7 +6,7 @@ import random
 from decimal import Decimal
 from typing import Any
 
-from streams.metrics.window import MODEL_OPERATIONS
+from streams.metrics.bucket import MODEL_OPERATIONS
 
 MODELS = (("openai", "gpt-4o"), ("anthropic", "claude-sonnet-4"), ("openai", "e5"))
 
