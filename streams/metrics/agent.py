@@ -68,6 +68,7 @@ class Aggregator:
         self.undecodable = 0
         self.batches_abandoned = 0
         self.replays_skipped = 0
+        self.duplicate_spans = 0
         self._codec = schemas.codec(schemas.SPAN_BATCH)
         self._out_codec = schemas.codec(METRIC_WINDOW)
 
@@ -98,7 +99,10 @@ class Aggregator:
     def _restore(self, partition: int) -> SavedState:
         source = f"{self.input_topic}[{partition}]"
         windows = PartitionWindows(
-            source, self.settings.window_s, self.settings.grace_s
+            source,
+            self.settings.window_s,
+            self.settings.grace_s,
+            self.settings.dedup_horizon_s,
         )
         state = SavedState(partition, windows)
         state.restore(self.table.data)
@@ -133,7 +137,10 @@ class Aggregator:
                         "%s[%d] %d: %s", self.input_topic, partition, offset, exc
                     )
                     continue
-                self.spans_counted += state.windows.apply(offset, batch)
+                windows = state.windows
+                duplicates = windows.duplicate_spans
+                self.spans_counted += windows.apply(offset, batch)
+                self.duplicate_spans += windows.duplicate_spans - duplicates
             abandoned = skipped | await self._close_and_deliver()
         if abandoned:
             self.batches_abandoned += 1
@@ -245,11 +252,16 @@ class Aggregator:
             f"llmobs_metrics_corrections_emitted_total {self.corrections_emitted}\n"
             "# TYPE llmobs_metrics_archive_replays_skipped_total counter\n"
             f"llmobs_metrics_archive_replays_skipped_total {self.replays_skipped}\n"
+            "# TYPE llmobs_metrics_duplicate_spans_total counter\n"
+            f"llmobs_metrics_duplicate_spans_total {self.duplicate_spans}\n"
             "# TYPE llmobs_metrics_batches_abandoned_total counter\n"
             f"llmobs_metrics_batches_abandoned_total {self.batches_abandoned}\n"
             "# TYPE llmobs_metrics_open_windows gauge\n"
             "llmobs_metrics_open_windows "
             f"{sum(len(s.windows.open) for s in self.partitions.values())}\n"
+            "# TYPE llmobs_metrics_span_identities gauge\n"
+            "llmobs_metrics_span_identities "
+            f"{sum(len(s.windows.seen) for s in self.partitions.values())}\n"
         )
 
 
@@ -334,9 +346,10 @@ def register(
         )
 
     log.info(
-        "windowed metrics: %ss windows, %ss grace, to %s",
+        "windowed metrics: %ss windows, %ss grace, copies skipped for %ss, to %s",
         settings.window_s,
         settings.grace_s,
+        settings.dedup_horizon_s,
         settings.metrics_topic,
     )
     return aggregator

@@ -1,10 +1,17 @@
-"""One window's running aggregates for one key, and the key of a span."""
+"""One window's running aggregates for one key, and the key of a span.
+
+A ``Bucket`` sums the model requests of one (window, key) slot and keeps the
+identities of the spans it counted (``spans``, 8-byte hashes), so that its
+saved value says exactly which spans it holds.
+"""
 
 from __future__ import annotations
 
+from array import array
 from decimal import Decimal
 from typing import Any, NamedTuple
 
+from streams.metrics.dedup import HASH_TYPECODE
 from streams.metrics.sketch import Sketch
 
 MODEL_OPERATIONS = frozenset(
@@ -53,9 +60,19 @@ class Bucket:
         self.latency = Sketch()
         self.ttft = Sketch()
         self.max_received_ns = 0
+        # Identities of the spans counted, in the order counted.
+        self.spans = array(HASH_TYPECODE)
 
-    def add(self, span: dict[str, Any], offset: int, received_ns: int) -> None:
+    def add(
+        self,
+        span: dict[str, Any],
+        span_hash: int | None,
+        offset: int,
+        received_ns: int,
+    ) -> None:
         genai = span["genai"]
+        if span_hash is not None:
+            self.spans.append(span_hash)
         self.last_offset = offset
         self.max_received_ns = max(self.max_received_ns, received_ns)
         self.requests += 1
@@ -126,8 +143,11 @@ class Bucket:
         }
 
     @classmethod
-    def from_record(cls, record: dict[str, Any]) -> Bucket:
+    def from_record(cls, record: dict[str, Any], spans: array | None = None) -> Bucket:
+        """A saved bucket again, with the identities of its spans."""
         bucket = cls(record["first_offset"])
+        if spans is not None:
+            bucket.spans = spans
         for name in (
             "last_offset",
             "requests",

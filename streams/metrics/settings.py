@@ -18,6 +18,11 @@ class MetricsSettings:
         10.0, "wait after a window ends before closing it; later spans correct it"
     )
     close_tick_s: float = setting(1.0, "how often due windows are closed")
+    dedup_horizon_s: float = setting(
+        3600.0,
+        "keep the identities of the spans a closed window counted this long, "
+        "so that a later copy of one is skipped, not counted as a correction",
+    )
     metrics_batch_records: int = setting(
         1000, "llm.spans records counted between two state snapshots, at most"
     )
@@ -32,6 +37,8 @@ class MetricsSettings:
             raise ConfigError("setting window_s must divide a day evenly")
         if self.grace_s < 0:
             raise ConfigError("setting grace_s must not be negative")
+        if self.dedup_horizon_s < 0:
+            raise ConfigError("setting dedup_horizon_s must not be negative")
         for name in ("close_tick_s", "metrics_batch_wait_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"setting {name} must be positive")

@@ -9,6 +9,13 @@ A window closes once its end plus the grace period is behind the wall
 clock. Spans that arrive for a closed window are gathered as a correction and
 emitted at the next close; the sink adds corrections to what it already holds.
 
+Each span counts once, whatever copies of it llm.spans holds: a window keeps
+the identities of the spans it counted (``streams.metrics.dedup``), and a
+copy of one is skipped, until ``dedup_horizon_s`` after its window's record
+was saved. A bucket past ``BUCKET_SPANS_MAX`` identities is emitted early
+(once a save) and its slot goes on in a new bucket, so that a saved value
+stays far below the broker's message size limit.
+
 Exactness rests on the saved state (``streams.metrics.state``): after a
 restart, replayed input at or below the last applied offset is skipped, and
 a slot counts a replayed record only past the last offset it already holds;
@@ -21,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from array import array
 from decimal import Decimal
 from typing import Any
 
@@ -33,13 +41,17 @@ from streams.metrics.bucket import (
     MetricKey,
     request_key,
 )
+from streams.metrics.dedup import SeenSpans, WindowSpans, span_hash, trace_hasher
 
 log = logging.getLogger(__name__)
 
 WINDOW = "window"
 CORRECTION = "correction"
 NS_PER_MS = 1_000_000
-
+DEFAULT_DEDUP_HORIZON_S = 3600.0
+# A bucket splits once a save: its saved value holds about 90 kB of
+# identities, plus those counted in one batch of input.
+BUCKET_SPANS_MAX = 8_192
 
 Slot = tuple[int, MetricKey]
 
@@ -48,25 +60,39 @@ class PartitionWindows:
     """Open windows, corrections and outbox of one input partition.
 
     Besides the counts it tracks what a save must write (``dirty`` slots,
-    ``unsaved`` outbox records) and, after a restore, up to which input
-    offset each slot is already counted, so that replayed input adds only
-    what the saved state lacks.
+    ``unsaved`` outbox records, ``split`` slots) and, after a restore, up to
+    which input offset each slot is already counted, so that replayed input
+    adds only what the saved state lacks.
     """
 
-    def __init__(self, source: str, window_s: int, grace_s: float) -> None:
+    def __init__(
+        self,
+        source: str,
+        window_s: int,
+        grace_s: float,
+        dedup_horizon_s: float = DEFAULT_DEDUP_HORIZON_S,
+    ) -> None:
         self.source = source
         self.window_s = window_s
         self.window_ms = window_s * 1000
         self.grace_ms = int(grace_s * 1000)
+        self.bucket_spans_max = BUCKET_SPANS_MAX
         self.applied_offset = -1
         self.closed_before_ms = 0
+        # The wall clock of the last close.
+        self.now_ms = 0
         self.open: dict[Slot, Bucket] = {}
         self.corrections: dict[Slot, Bucket] = {}
         self.outbox: list[dict[str, Any]] = []
+        self.seen = SeenSpans(int(dedup_horizon_s * 1000))
+        self.duplicate_spans = 0
         # Slots whose saved bucket differs from the one held here.
         self.dirty: set[Slot] = set()
-        # Outbox records not saved yet.
-        self.unsaved: list[dict[str, Any]] = []
+        # Slots whose bucket was emitted early since the save, into a record
+        # that must be saved before the slot's next bucket.
+        self.split: set[Slot] = set()
+        # Outbox records not saved yet, with the identities of their spans.
+        self.unsaved: list[tuple[dict[str, Any], array]] = []
         # Slot -> last input offset counted in an outbox record of the slot.
         self.counted_upto: dict[Slot, int] = {}
 
@@ -77,52 +103,96 @@ class PartitionWindows:
         self.applied_offset = offset
         received_ns = batch.get("received_unix_nano") or 0
         counted = 0
+        trace_id = batch.get("trace_id")
+        trace = None
+        # The identities of the window of the last span: most spans of a
+        # record end in the same one.
+        spans_start_ms, spans = -1, WindowSpans()
         # One decision per slot and record: a restored bucket may already
         # hold this record, and then holds all of its spans.
-        targets: dict[Slot, Bucket | None] = {}
+        targets: dict[Slot, Bucket] = {}
+        held: set[Slot] = set()
         for span in batch.get("spans") or ():
             key = request_key(batch, span)
             if key is None:
                 continue
             end_ms = span["end_unix_nano"] // NS_PER_MS
-            slot = (end_ms - end_ms % self.window_ms, key)
-            if slot not in targets:
-                targets[slot] = self._bucket_for(slot, offset)
-            bucket = targets[slot]
-            if bucket is None:
+            start_ms = end_ms - end_ms % self.window_ms
+            slot = (start_ms, key)
+            bucket = targets.get(slot)
+            if bucket is None and (slot in held or self._holds(slot, offset)):
+                held.add(slot)
                 continue
-            bucket.add(span, offset, received_ns)
+
+            # A span without ids cannot be told from another: it counts.
+            identity_hash = None
+            span_id = span.get("span_id")
+            if span_id and trace_id:
+                if trace is None:
+                    trace = trace_hasher(key.tenant, trace_id)
+                identity_hash = span_hash(trace, span_id)
+                if start_ms != spans_start_ms:
+                    spans_start_ms, spans = start_ms, self.seen.window(start_ms)
+                if identity_hash in spans.live or (
+                    spans.chunks and spans.sealed(identity_hash)
+                ):
+                    self.duplicate_spans += 1
+                    continue
+                spans.live.add(identity_hash)
+
+            # Made only now: a copy alone must not open a correction.
+            if bucket is None:
+                bucket = targets[slot] = self._bucket_for(slot, offset)
+            bucket.add(span, identity_hash, offset, received_ns)
             counted += 1
         return counted
 
-    def _bucket_for(self, slot: Slot, offset: int) -> Bucket | None:
-        """The bucket that counts ``offset`` in ``slot``; None if counted."""
+    def _holds(self, slot: Slot, offset: int) -> bool:
+        """Whether ``slot`` has counted the record at ``offset`` already."""
         bucket = self.open.get(slot) or self.corrections.get(slot)
         if bucket is not None:
-            if offset <= bucket.last_offset:
-                return None
-        elif offset <= self.counted_upto.get(slot, -1):
-            return None
-        else:
+            return offset <= bucket.last_offset
+        return offset <= self.counted_upto.get(slot, -1)
+
+    def _bucket_for(self, slot: Slot, offset: int) -> Bucket:
+        """The bucket that counts ``offset`` in ``slot``, which has not."""
+        self.dirty.add(slot)
+        slots = self.open if slot in self.open else self.corrections
+        bucket = slots.get(slot)
+        # Once a save at most, as a slot closes (see ``close``).
+        if (
+            bucket is not None
+            and len(bucket.spans) >= self.bucket_spans_max
+            and slot not in self.split
+        ):
+            kind = WINDOW if slots is self.open else CORRECTION
+            self._emit(slot, slots.pop(slot), kind)
+            self.split.add(slot)
+            bucket = slots[slot] = Bucket(offset)
+        if bucket is None:
             slots = self.open if slot[0] >= self.closed_before_ms else self.corrections
             bucket = slots[slot] = Bucket(offset)
-        self.dirty.add(slot)
         return bucket
 
     def close(self, now_ms: int | None = None) -> int:
         """Move closed windows and all corrections to the outbox; how many."""
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        self.now_ms = now_ms
         # Wall clock, not stream time: spans reach us some time after they
         # end, and a partition that goes quiet must still close its windows.
         horizon_ms = now_ms - self.grace_ms
         closed_before = horizon_ms - horizon_ms % self.window_ms
         if closed_before > self.closed_before_ms:
             self.closed_before_ms = closed_before
+        # A slot split since the save closes at the next close: one record a
+        # slot per save, so that a bucket beside a saved record is either
+        # that record's earlier self or newer than it.
         moved = 0
         for slot in sorted(s for s in self.open if s[0] < self.closed_before_ms):
-            self._emit(slot, self.open.pop(slot), WINDOW)
-            moved += 1
-        for slot in sorted(self.corrections):
+            if slot not in self.split:
+                self._emit(slot, self.open.pop(slot), WINDOW)
+                moved += 1
+        for slot in sorted(s for s in self.corrections if s not in self.split):
             self._emit(slot, self.corrections.pop(slot), CORRECTION)
             moved += 1
         return moved
@@ -132,7 +202,8 @@ class PartitionWindows:
         record = bucket.to_record(key, start_ms, self.window_s, self.source, kind)
         record["emitted_unix_ms"] = int(time.time() * 1000)
         self.outbox.append(record)
-        self.unsaved.append(record)
+        self.unsaved.append((record, bucket.spans))
+        self.seen.emitted(start_ms, bucket.spans)
         self.dirty.add(slot)
         # A restored bucket may hold input past the applied offset, which
         # is replayed after it closes.
@@ -155,20 +226,25 @@ class PartitionWindows:
         bucket, kind = held
         return bucket.to_record(slot[1], slot[0], self.window_s, self.source, kind)
 
-    def hold(self, record: dict[str, Any]) -> Slot:
-        """Hold a saved bucket record again (restore); returns its slot."""
+    def hold(self, record: dict[str, Any], spans: array | None = None) -> Slot:
+        """Hold a saved bucket record, whose spans are ``spans``, again
+        (restore); returns its slot."""
         slot = slot_of(record)
         self.open.pop(slot, None)
         self.corrections.pop(slot, None)
         slots = self.corrections if record["kind"] == CORRECTION else self.open
-        slots[slot] = Bucket.from_record(record)
+        bucket = slots[slot] = Bucket.from_record(record, spans)
+        self.seen.held(slot[0], bucket.spans)
         return slot
 
-    def settle(self, record: dict[str, Any]) -> None:
-        """Restore an outbox record: whatever its slot holds up to the
-        record's last offset is counted, and a bucket it was closed from is
-        gone."""
+    def settle(self, record: dict[str, Any], spans: array) -> None:
+        """Restore an outbox record of ``spans``: whatever its slot holds up
+        to the record's last offset is counted, and a bucket it was closed
+        from is gone."""
         slot = slot_of(record)
+        # Its spans may not be sealed yet.
+        self.seen.held(slot[0], spans)
+        self.seen.emitted(slot[0], spans, restored=True)
         held = self.bucket(slot)
         if held is not None and held[0].first_offset == record["first_offset"]:
             self.open.pop(slot, None)

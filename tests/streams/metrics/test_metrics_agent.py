@@ -9,6 +9,8 @@ import pytest
 from llmobs.retry import Backoff
 from streams.metrics import agent
 from tests.streams.metrics.fakes import (
+    FakeEvent,
+    FakeMessage,
     FakeTable,
     aggregator,
     consumer_acks,
@@ -138,3 +140,19 @@ async def test_a_revoked_partition_leaves_no_state_behind_to_come_back() -> None
     await worker.revoke([0])
 
     assert table.data and not any(k.startswith(b"0:") for k in table.data)
+
+
+async def test_copies_of_spans_count_once_and_show_on_metrics() -> None:
+    worker = aggregator()
+    worker.assign([0])
+    first = events(0, range(3))
+    # The same spans in other llm.spans records, as a restarted decode
+    # stage produces them again.
+    again = [FakeEvent(FakeMessage(0, 3 + i), e.value) for i, e in enumerate(first)]
+
+    await agent.process(worker, first + again)
+
+    assert sum(r["requests"] for r in worker.output.sent) == 3
+    assert worker.duplicate_spans == 3
+    assert "llmobs_metrics_duplicate_spans_total 3" in worker.prometheus()
+    assert "llmobs_metrics_span_identities 3" in worker.prometheus()
