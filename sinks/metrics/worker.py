@@ -41,6 +41,12 @@ log = logging.getLogger(__name__)
 ALERT_FLUSH_TIMEOUT_S = 30.0
 MAINTAIN_EVERY_S = 3600.0
 WRITE_BACKOFF = Backoff(initial_s=0.5, max_s=10.0, deadline_s=120.0)
+# What a record's data causes, not the database's state: set aside, not retried.
+REJECTED_DATA = (
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+    asyncpg.ProgramLimitExceededError,
+)
 
 
 class MetricsHandler(WriteThrough):
@@ -81,18 +87,21 @@ class MetricsHandler(WriteThrough):
     async def write(
         self, items: list[Item], stop: asyncio.Event
     ) -> list[TopicPartition] | None:
-        records = [item.payload for item in items if not item.dead]
-        if not records:
+        live = [item for item in items if not item.dead]
+        if not live:
             return None
 
         # Step 1: durable in PostgreSQL, each identity added once.
-        new = await retry_async(
-            "adding metric windows",
-            lambda: self._add(records),
-            (RetriableStageError,),
-            WRITE_BACKOFF,
-            stop,
-        )
+        try:
+            new = await self._add_retrying([item.payload for item in live], stop)
+        except REJECTED_DATA as exc:
+            log.warning(
+                "batch of %d metric windows rejected (%s); adding record by record",
+                len(live),
+                type(exc).__name__,
+            )
+            new = await self._add_each(live, stop)
+        records = [item.payload for item in live if not item.dead]
         self.records_added += len(new)
         self.records_replayed += len(records) - len(new)
         now_ns = time.time_ns()
@@ -137,6 +146,33 @@ class MetricsHandler(WriteThrough):
             f"{self.records_added} windows added, "
             f"ack to metric p50 {p50:.1f}s p99 {p99:.1f}s"
         )
+
+    async def _add_retrying(
+        self, records: list[dict[str, Any]], stop: asyncio.Event
+    ) -> list[dict[str, Any]]:
+        return await retry_async(
+            "adding metric windows",
+            lambda: self._add(records),
+            (RetriableStageError,),
+            WRITE_BACKOFF,
+            stop,
+        )
+
+    async def _add_each(
+        self, items: list[Item], stop: asyncio.Event
+    ) -> list[dict[str, Any]]:
+        """Add record by record; set aside those the database refuses, so
+        that one of them cannot stop the partition."""
+        new: list[dict[str, Any]] = []
+        for item in items:
+            try:
+                new += await self._add_retrying([item.payload], stop)
+            except REJECTED_DATA as exc:
+                item.kill(
+                    "rejected_by_database",
+                    f"{exc.sqlstate} {type(exc).__name__}: {exc}",
+                )
+        return new
 
     async def _add(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         try:

@@ -17,12 +17,14 @@ import redis.asyncio as aioredis
 from confluent_kafka import Consumer, Producer
 
 import schemas
+from llmobs import topics
 from llmobs.kafka import producer_config
 from sinks.metrics.live import LiveCounters, nano_units
 from sinks.metrics.settings import MetricsSinkSettings
 from sinks.metrics.worker import MetricsSink
 from streams.metrics.sketch import RELATIVE_ACCURACY, Sketch, exact_quantile
 from streams.metrics.window import PartitionWindows
+from tests.sinks.test_postgres import read_all
 from tests.streams.metrics.spans import batch, span, truth
 
 pytestmark = pytest.mark.integration
@@ -502,3 +504,32 @@ async def test_top_conversations_count_model_requests_only(database_url: str) ->
         await transaction.rollback()
         await conn.close()
     assert [tuple(r) for r in rows] == [("USD", Decimal("0.1"), 1)]
+
+
+async def test_a_record_the_database_refuses_is_dead_lettered_alone(
+    kafka_bootstrap: str,
+    database_url: str,
+    sink_settings: Callable[..., Any],
+    new_topic: Callable[..., str],
+) -> None:
+    tenant = f"t-{uuid.uuid4().hex[:10]}"
+    records, _ = windows_of(tenant, random.Random(5))
+    good = records[:3]
+    # PostgreSQL text cannot hold a NUL character.
+    bad = {**records[3], "model": "gpt\x00-4o"}
+    dlq = new_topic("metrics-dlq", 1)
+    settings = sink_settings(dlq_topic=dlq)
+    produce(kafka_bootstrap, settings.metrics_topic, [good[0], bad, *good[1:]])
+
+    sink = await run_sink(settings)
+
+    assert sink.handler is not None and sink.handler.records_added == len(good)
+    got = await stored(database_url, tenant)
+    got.pop(("p95",))
+    assert sum(row["requests"] for row in got.values()) == sum(
+        r["requests"] for r in good
+    )
+    [dead] = read_all(kafka_bootstrap, dlq, 1)
+    headers = {k: v.decode() for k, v in dead.headers()}
+    assert headers[topics.HEADER_DLQ_REASON] == "rejected_by_database"
+    assert schemas.codec("metric_window").decode(dead.value())["model"] == "gpt\x00-4o"
