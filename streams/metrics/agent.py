@@ -141,6 +141,9 @@ class Aggregator:
                 duplicates = windows.duplicate_spans
                 self.spans_counted += windows.apply(offset, batch)
                 self.duplicate_spans += windows.duplicate_spans - duplicates
+                if windows.needs_save():
+                    # One revoked meanwhile is abandoned, as at the end.
+                    skipped |= await self._close_and_deliver()
             abandoned = skipped | await self._close_and_deliver()
         if abandoned:
             self.batches_abandoned += 1

@@ -13,8 +13,9 @@ Each span counts once, whatever copies of it llm.spans holds: a window keeps
 the identities of the spans it counted (``streams.metrics.dedup``), and a
 copy of one is skipped, until ``dedup_horizon_s`` after its window's record
 was saved. A bucket past ``BUCKET_SPANS_MAX`` identities is emitted early
-(once a save) and its slot goes on in a new bucket, so that a saved value
-stays far below the broker's message size limit.
+(once a save) and its slot goes on in a new bucket; once that one is full
+too, the worker saves before it counts on (``needs_save``), so that a saved
+value stays far below the broker's message size limit.
 
 Exactness rests on the saved state (``streams.metrics.state``): after a
 restart, replayed input at or below the last applied offset is skipped, and
@@ -209,6 +210,15 @@ class PartitionWindows:
         # is replayed after it closes.
         upto = max(self.counted_upto.get(slot, -1), bucket.last_offset)
         self.counted_upto[slot] = upto
+
+    def needs_save(self) -> bool:
+        """Whether a slot split since the save is full again: the state must
+        be saved before more is counted, or the slot's value keeps growing."""
+        for slot in self.split:
+            held = self.bucket(slot)
+            if held is not None and len(held[0].spans) >= self.bucket_spans_max:
+                return True
+        return False
 
     def bucket(self, slot: Slot) -> tuple[Bucket, str] | None:
         """The bucket held for ``slot`` and its kind, if any."""

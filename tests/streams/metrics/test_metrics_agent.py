@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import random
 
+import orjson
 import pytest
 
 from llmobs.retry import Backoff
 from streams.metrics import agent
 from tests.streams.metrics.fakes import (
+    BASE_NS,
     FakeEvent,
     FakeMessage,
     FakeTable,
@@ -16,6 +20,7 @@ from tests.streams.metrics.fakes import (
     consumer_acks,
     events,
 )
+from tests.streams.metrics.spans import batch, span
 
 
 @pytest.fixture(autouse=True)
@@ -156,3 +161,32 @@ async def test_copies_of_spans_count_once_and_show_on_metrics() -> None:
     assert worker.duplicate_spans == 3
     assert "llmobs_metrics_duplicate_spans_total 3" in worker.prometheus()
     assert "llmobs_metrics_span_identities 3" in worker.prometheus()
+
+
+async def test_a_slot_full_again_after_its_split_is_saved_within_the_batch() -> None:
+    table = FakeTable()
+    worker = aggregator(table)
+    worker.assign([0])
+    worker.partitions[0].windows.bucket_spans_max = 4
+    rng = random.Random(7)
+    # One batch of 40 records, every request in the same slot.
+    batch_events = [
+        FakeEvent(
+            FakeMessage(0, offset),
+            batch("acme", [span(rng, BASE_NS, provider="openai", request_model="m")]),
+        )
+        for offset in range(40)
+    ]
+
+    await agent.process(worker, batch_events)
+    worker.partitions[0].windows.close(now_ms=BASE_NS // 10**6 + 3_600_000)
+    await worker.tick()
+
+    assert sum(r["requests"] for r in worker.output.sent) == 40
+    held = [
+        len(base64.b64decode(orjson.loads(value)["span_hashes"])) // 8
+        for _, key, value in table.log
+        if value is not None and key.startswith(b"0:b:")
+    ]
+    # The limit, plus what one record adds before the worker saves.
+    assert held and max(held) <= 4 + 1
