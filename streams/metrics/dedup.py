@@ -8,8 +8,10 @@ windows count, are hashed. Per window start, the identities counted are:
 - ``live``: those of the window's buckets and of its records not yet sealed,
   each saved inside the changelog value that holds its counts;
 - sealed ``Chunk``s: sorted arrays of the identities of records already
-  saved, kept ``dedup_horizon_s`` after sealing (and at least until the
-  window closed), then forgotten, so a copy arriving later counts again.
+  saved, kept until both the wall clock and the receipt time of the
+  partition's input are ``dedup_horizon_s`` past the sealing (and at least
+  until the window closed), then forgotten, so a copy arriving later counts
+  again.
 
 A duplicate is looked up in its own window only (a copy ends when the span
 ends): on-time spans never search the sealed chunks of closed windows.
@@ -204,7 +206,7 @@ class SeenSpans:
 
     def expire(self, now_ms: int, closed_before_ms: int) -> list[Chunk]:
         """Chunks to delete: merged into others, or of closed windows and
-        sealed more than the horizon ago."""
+        sealed more than the horizon before ``now_ms``."""
         self._expiring = [
             chunk
             for window_start_ms, spans in self.windows.items()

@@ -200,7 +200,7 @@ class SavedState:
             writes.append(Write(self.legacy_key, None))
         writes += [
             Write(self.chunk_key(c), None)
-            for c in w.seen.expire(w.now_ms, w.closed_before_ms)
+            for c in w.seen.expire(min(w.now_ms, w.received_ms), w.closed_before_ms)
         ]
         return writes
 

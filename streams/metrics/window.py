@@ -12,10 +12,11 @@ emitted at the next close; the sink adds corrections to what it already holds.
 Each span counts once, whatever copies of it llm.spans holds: a window keeps
 the identities of the spans it counted (``streams.metrics.dedup``), and a
 copy of one is skipped, until ``dedup_horizon_s`` after its window's record
-was saved. A bucket past ``BUCKET_SPANS_MAX`` identities is emitted early
-(once a save) and its slot goes on in a new bucket; once that one is full
-too, the worker saves before it counts on (``needs_save``), so that a saved
-value stays far below the broker's message size limit.
+was saved, by the wall clock and by the receipt time of the input read. A
+bucket past ``BUCKET_SPANS_MAX`` identities is emitted early (once a save)
+and its slot goes on in a new bucket; once that one is full too, the
+worker saves before it counts on (``needs_save``), so that a saved value
+stays far below the broker's message size limit.
 
 Exactness rests on the saved state (``streams.metrics.state``): after a
 restart, replayed input at or below the last applied offset is skipped, and
@@ -82,6 +83,10 @@ class PartitionWindows:
         self.closed_before_ms = 0
         # The wall clock of the last close.
         self.now_ms = 0
+        # The latest receipt time of the input applied since the restore:
+        # identities expire by it too, so a worker that was down longer than
+        # the horizon still knows the spans of the backlog it reads.
+        self.received_ms = 0
         self.open: dict[Slot, Bucket] = {}
         self.corrections: dict[Slot, Bucket] = {}
         self.outbox: list[dict[str, Any]] = []
@@ -103,6 +108,7 @@ class PartitionWindows:
             return 0
         self.applied_offset = offset
         received_ns = batch.get("received_unix_nano") or 0
+        self.received_ms = max(self.received_ms, received_ns // NS_PER_MS)
         counted = 0
         trace_id = batch.get("trace_id")
         trace = None

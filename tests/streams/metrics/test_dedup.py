@@ -162,25 +162,53 @@ def test_a_copy_after_its_window_closed_makes_no_correction() -> None:
     check_exact(worker.delivered, batches)
 
 
+def received(b: dict[str, Any], at_ms: int) -> dict[str, Any]:
+    """``b`` as received by the gateway at ``at_ms``."""
+    return {**b, "received_unix_nano": at_ms * 1_000_000}
+
+
 def test_a_copy_later_than_the_horizon_counts_again() -> None:
     rng = random.Random(6)
     first = batch("acme", [span(rng, T0_NS)])
+    other = batch("acme", [span(rng, T0_NS)])
     worker = Saved(horizon_s=600)
     worker.windows.apply(0, first)
     worker.cycle(CLOSED_MS)
-    worker.windows.apply(1, copy_of(first, first["spans"]))
+    worker.windows.apply(1, received(copy_of(first, first["spans"]), CLOSED_MS))
+    worker.windows.apply(2, received(copy_of(other, []), CLOSED_MS + 599_000))
     worker.cycle(CLOSED_MS + 599_000)
     assert [r["kind"] for r in worker.delivered] == ["window"]
 
+    # Input received the horizon after the seal: the identities go.
+    worker.windows.apply(3, received(copy_of(other, []), CLOSED_MS + 600_000))
     writes = worker.cycle(CLOSED_MS + 600_000)
     assert any(w.key.startswith(b"0:s:") and w.value is None for w in writes)
     assert not [k for k in worker.changelog if k.startswith(b"0:s:")]
-    worker.windows.apply(2, copy_of(first, first["spans"]))
+    worker.windows.apply(4, copy_of(first, first["spans"]))
     worker.cycle(CLOSED_MS + 601_000)
 
     assert [r["kind"] for r in worker.delivered] == ["window", CORRECTION]
     # Counted again, it is known again.
     assert len(worker.windows.seen) == 1
+
+
+def test_a_backlog_read_after_an_outage_longer_than_the_horizon_is_known() -> None:
+    # The fault: identities expired by the wall clock alone, so a worker
+    # down longer than the horizon forgot them before it read the copies
+    # waiting in its backlog, and counted those copies again.
+    rng = random.Random(8)
+    first = received(batch("acme", [span(rng, T0_NS)]), CLOSED_MS - 1000)
+    worker = Saved(horizon_s=600)
+    worker.windows.apply(0, first)
+    worker.cycle(CLOSED_MS)
+
+    worker.restart()
+    worker.cycle(CLOSED_MS + 3_600_000)
+    worker.windows.apply(1, copy_of(first, first["spans"]))
+    worker.cycle(CLOSED_MS + 3_601_000)
+
+    assert [r["requests"] for r in worker.delivered] == [1]
+    assert worker.windows.duplicate_spans == 1
 
 
 def test_a_record_saved_before_its_identities_were_sealed_keeps_them() -> None:
