@@ -29,6 +29,7 @@ from llmobs.settings import describe
 from streams.acks import withhold_acks
 from streams.cost import STATUSES, Pricer
 from streams.decode import DeadLetter, Decoded, Source, decode_message
+from streams.gapless import GaplessTransport
 from streams.metrics.agent import register as register_metrics
 from streams.metrics.settings import MetricsSettings
 from streams.sampling.agent import register as register_sampling
@@ -240,6 +241,7 @@ def create_app(
         broker_commit_every=1000,
         broker_commit_interval=1.0,
     )
+    app.transport = GaplessTransport(app.conf.broker_consumer, app)
     source = app.topic(settings.input_topic, key_type=bytes, value_type=bytes)
     spans_out = app.topic(settings.spans_topic, key_type=bytes, value_type=bytes)
     dlq_out = app.topic(settings.dlq_topic, key_type=bytes, value_type=bytes)
@@ -308,6 +310,11 @@ def create_app(
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
         text = counters.prometheus()
+        rewinds = getattr(app.consumer, "rewinds", 0)
+        text += (
+            "# TYPE llmobs_consumer_rewinds_total counter\n"
+            f"llmobs_consumer_rewinds_total {rewinds}\n"
+        )
         if sampler is not None:
             text += sampler.metrics.prometheus()
         if aggregator is not None:
