@@ -168,7 +168,7 @@ def _read_config(path: str | None) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: {exc.strerror}") from exc
     try:
         data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, ValueError) as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of settings")

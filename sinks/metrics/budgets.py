@@ -59,7 +59,7 @@ def load_budgets(path: str | None) -> list[Budget]:
         return []
     try:
         data = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, yaml.YAMLError, ValueError) as exc:
         raise ConfigError(f"setting budgets_file: cannot read {path}: {exc}") from exc
     budgets = []
     for index, rule in enumerate(data.get("budgets") or []):
@@ -78,7 +78,13 @@ def load_budgets(path: str | None) -> list[Budget]:
                 thresholds=tuple(float(t) for t in rule.get("thresholds", [1.0])),
                 currency=str(rule.get("currency", DEFAULT_CURRENCY)).upper(),
             )
-        except (KeyError, TypeError, ValueError, decimal.InvalidOperation) as exc:
+        except decimal.InvalidOperation:
+            raise ConfigError(
+                f"{where}: limit must be a positive number, got {rule['limit']!r}"
+            ) from None
+        except KeyError as exc:
+            raise ConfigError(f"{where}: {exc.args[0]} is required") from None
+        except (TypeError, ValueError) as exc:
             raise ConfigError(f"{where}: {type(exc).__name__}: {exc}") from exc
         if budget.period not in PERIODS:
             raise ConfigError(f"{where}: period must be one of {PERIODS}")
@@ -86,6 +92,14 @@ def load_budgets(path: str | None) -> list[Budget]:
             raise ConfigError(f"{where}: metric must be one of {METRICS}")
         if budget.tenant is None and budget.model is None:
             raise ConfigError(f"{where}: give a tenant, a model or both")
+        provider, _, model = str(budget.model).partition("/")
+        if budget.model is not None and not (provider and model):
+            raise ConfigError(
+                f"{where}: model must be provider/model, such as openai/gpt-4o, "
+                f"got {budget.model!r}"
+            )
+        if ":" in budget.name:
+            raise ConfigError(f"{where}: name must not hold ':' (it is in Redis keys)")
         if not budget.limit.is_finite() or budget.limit <= 0:
             raise ConfigError(f"{where}: limit must be a positive number")
         if not budget.thresholds or min(budget.thresholds) <= 0:

@@ -147,7 +147,7 @@ def load(path: Path) -> Overrides:
         raise ConfigError(f"prices file {path}: {exc.strerror}") from exc
     try:
         data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, ValueError) as exc:
         raise ConfigError(f"prices file {path} is not valid YAML: {exc}") from exc
     return parse(data, path.name, where=str(path))
 

@@ -401,7 +401,7 @@ def load(path: str | Path) -> PolicySet:
         raise ConfigError(f"sampling policy file {path}: {exc.strerror}") from exc
     try:
         data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, ValueError) as exc:
         problem = f"sampling policy file {path} is not valid YAML: {exc}"
         raise ConfigError(problem) from exc
     return parse(data, f"sampling policy file {path}")

@@ -92,6 +92,17 @@ def test_pricer_refuses_a_bad_file_at_start(tmp_path: Path) -> None:
         Pricer(path)
 
 
+def test_an_impossible_date_is_a_config_error(tmp_path: Path) -> None:
+    # YAML itself reads 2025-13-45 as a date, and fails.
+    path = tmp_path / "prices.yaml"
+    path.write_text(
+        "prices:\n  - {model: m, input_mtok: 1, output_mtok: 2, from: 2025-13-45}\n"
+    )
+
+    with pytest.raises(ConfigError, match=r"prices\.yaml.*month must be in"):
+        Pricer(path)
+
+
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"missing\.yaml"):
         Pricer(tmp_path / "missing.yaml")
