@@ -323,6 +323,8 @@ def _from_archive(settings: ReplaySettings, path: str) -> int:
     until = parse_time(settings.until) if settings.until else parse_time("0m")
     if until <= since:
         raise ConfigError("until must be later than since")
+    if "://" not in path and not Path(path).is_dir():
+        raise ConfigError(f"archive folder {path} does not exist")
     store = open_store(
         path,
         endpoint_url=settings.s3_endpoint_url,

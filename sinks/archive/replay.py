@@ -255,6 +255,8 @@ def replay_archive(
     from llmobs.kafka import producer_config
 
     keys = archived_objects(store, since, until, tenant)
+    if not keys:
+        log.warning("no archived files between %s and %s", since, until)
     progress = ProgressBar(len(keys))
     codec = schemas.codec(schemas.SPAN_BATCH)
     producer = Producer(producer_config(bootstrap))

@@ -142,3 +142,25 @@ def test_replay_from_s3_uses_the_credentials_it_is_given(
 
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"{len(record['spans'])} spans" in done.stderr
+
+
+def test_replay_from_a_folder_that_does_not_exist_is_refused(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "llmobs.cli",
+            "replay",
+            "--from-archive",
+            str(tmp_path / "no-such-archive"),
+            "--since",
+            "2h",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[3],
+    )
+
+    assert done.returncode == 2
+    assert "no-such-archive does not exist" in done.stderr
