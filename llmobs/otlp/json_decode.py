@@ -26,6 +26,7 @@ from llmobs.otlp.validate import (
     INVALID_JSON,
     INVALID_UTF8,
     JSON,
+    NOT_TRACES,
     Decoded,
     Rejects,
     validate,
@@ -45,6 +46,13 @@ _DETAIL_CHARS = 200
 _PARSE_ERRORS = (ParseError, AttributeError, TypeError, ValueError)
 
 
+# The top-level keys of OTLP/JSON requests of the other signals.
+_OTHER_SIGNALS = {
+    "metrics": ("resourceMetrics", "resource_metrics"),
+    "logs": ("resourceLogs", "resource_logs"),
+}
+
+
 def decode_json(data: bytes) -> Decoded:
     """Parse an OTLP/JSON ExportTraceServiceRequest, rejecting only bad spans."""
     doc = _load(data)
@@ -53,6 +61,9 @@ def decode_json(data: bytes) -> Decoded:
 
     resources = _get(doc, "resourceSpans", "resource_spans")
     if resources is None:
+        for signal, keys in _OTHER_SIGNALS.items():
+            if any(key in doc for key in keys):
+                raise DecodeError(NOT_TRACES, f"an OTLP {signal} request, not traces")
         if doc:
             raise DecodeError(INVALID_JSON, "no resourceSpans: not a trace request")
         raise DecodeError(EMPTY_REQUEST, "the request holds no spans")

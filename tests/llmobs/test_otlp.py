@@ -271,6 +271,23 @@ def test_logs_request_is_named_as_logs() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("doc", "signal"),
+    [
+        ({"resourceMetrics": [{"scopeMetrics": []}]}, "metrics"),
+        ({"resource_logs": []}, "logs"),
+    ],
+)
+def test_otlp_json_of_another_signal_is_named(doc: dict, signal: str) -> None:
+    with pytest.raises(DecodeError) as caught:
+        decode_json(json.dumps(doc).encode())
+
+    assert (caught.value.reason, caught.value.detail) == (
+        NOT_TRACES,
+        f"an OTLP {signal} request, not traces",
+    )
+
+
 def test_a_trace_request_is_never_taken_for_another_signal() -> None:
     request = make_request([{}, {}])
 
@@ -481,7 +498,7 @@ def test_json_wrong_length_hex_id_is_rejected() -> None:
 
 
 @pytest.mark.parametrize(
-    "data", [b"{not json", b"[1, 2]", b'{"resourceMetrics": []}', b"\xff\xfe"]
+    "data", [b"{not json", b"[1, 2]", b'{"spans": []}', b"\xff\xfe"]
 )
 def test_json_not_a_trace_request(data: bytes) -> None:
     with pytest.raises(DecodeError) as caught:
