@@ -449,10 +449,10 @@ async def latency_quantiles_within_the_sketch_bound(
             values = [r["s"] for r in durations]
             for q, column in ((0.5, "p50"), (0.95, "p95")):
                 exact = exact_quantile(values, q)
-                # Microsecond-rounded times in the table, 1% in the sketch.
-                assert minute[column] == pytest.approx(
-                    exact, rel=RELATIVE_ACCURACY, abs=2e-6
-                )
+                # 1% in the sketch, of durations the table holds rounded to
+                # the microsecond at both ends: the two errors add up.
+                bound = RELATIVE_ACCURACY * exact + 2e-6
+                assert abs(minute[column] - exact) <= bound, (column, minute)
     finally:
         await conn.close()
 
