@@ -24,17 +24,9 @@ from sinks.consumer import BatchConsumer, Item, LoopSettings
 from sinks.handlers import WriteThrough
 from sinks.rows import Row, batch_rows, without_nul
 from sinks.settings import SinkSettings
-from sinks.writer import TRANSIENT_ERRORS, SpanWriter
+from sinks.writer import REJECTED_DATA, TRANSIENT_ERRORS, SpanWriter
 
 log = logging.getLogger(__name__)
-
-# What the data of a record causes, not the state of the database: the record
-# is written span by span and what still fails is set aside, never retried.
-REJECTED_DATA = (
-    asyncpg.DataError,
-    asyncpg.IntegrityConstraintViolationError,
-    asyncpg.ProgramLimitExceededError,
-)
 
 
 class PostgresHandler(WriteThrough):
@@ -136,7 +128,9 @@ class PostgresHandler(WriteThrough):
                 backoff=self._backoff,
                 shutdown=stop,
             )
-        except (*REJECTED_DATA, ShutdownRequested):
+        except REJECTED_DATA:
+            raise
+        except ShutdownRequested:
             raise
         except TRANSIENT_ERRORS as exc:
             raise StageError(

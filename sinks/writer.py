@@ -40,6 +40,13 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
 )
+# What the data of a record causes, not the state of the database: the
+# record is set aside (after isolating it from its batch), never retried.
+REJECTED_DATA: tuple[type[asyncpg.PostgresError], ...] = (
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+    asyncpg.ProgramLimitExceededError,
+)
 
 
 class ConnectionLost(RetriableStageError):

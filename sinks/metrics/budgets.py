@@ -92,8 +92,8 @@ def load_budgets(path: str | None) -> list[Budget]:
             raise ConfigError(f"{where}: metric must be one of {METRICS}")
         if budget.tenant is None and budget.model is None:
             raise ConfigError(f"{where}: give a tenant, a model or both")
-        provider, _, model = str(budget.model).partition("/")
-        if budget.model is not None and not (provider and model):
+        wanted = budget.provider_model
+        if wanted is not None and not all(wanted):
             raise ConfigError(
                 f"{where}: model must be provider/model, such as openai/gpt-4o, "
                 f"got {budget.model!r}"

@@ -32,6 +32,7 @@ from sinks.metrics.live import LiveCounters
 from sinks.metrics.settings import MetricsSinkSettings
 from sinks.metrics.store import MetricsStore
 from sinks.settings import masked_url
+from sinks.writer import REJECTED_DATA
 from streams.metrics.agent import METRIC_WINDOW
 from streams.metrics.sketch import Sketch
 from streams.metrics.window import identity
@@ -41,12 +42,6 @@ log = logging.getLogger(__name__)
 ALERT_FLUSH_TIMEOUT_S = 30.0
 MAINTAIN_EVERY_S = 3600.0
 WRITE_BACKOFF = Backoff(initial_s=0.5, max_s=10.0, deadline_s=120.0)
-# What a record's data causes, not the database's state: set aside, not retried.
-REJECTED_DATA = (
-    asyncpg.DataError,
-    asyncpg.IntegrityConstraintViolationError,
-    asyncpg.ProgramLimitExceededError,
-)
 
 
 class MetricsHandler(WriteThrough):
