@@ -31,6 +31,20 @@ SINCE = datetime(2000, 1, 1, tzinfo=UTC)
 UNTIL = datetime(2100, 1, 1, tzinfo=UTC)
 
 
+def replay_cli(
+    args: list[str], env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``llmobs replay ARGS`` run as a user would, from the repository."""
+    return subprocess.run(
+        [sys.executable, "-m", "llmobs.cli", "replay", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[3],
+    )
+
+
 def archived(records: list[dict[str, Any]]) -> Rows:
     rows = Rows()
     for offset, record in enumerate(records):
@@ -110,12 +124,8 @@ def test_replay_from_s3_uses_the_credentials_it_is_given(
         AWS_EC2_METADATA_DISABLED="true",
     )
 
-    done = subprocess.run(
+    done = replay_cli(
         [
-            sys.executable,
-            "-m",
-            "llmobs.cli",
-            "replay",
             "--from-archive",
             f"s3://{bucket}/spans",
             "--since",
@@ -133,11 +143,7 @@ def test_replay_from_s3_uses_the_credentials_it_is_given(
             "--s3-secret-access-key",
             "test",
         ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=Path(__file__).resolve().parents[3],
+        env,
     )
 
     assert done.returncode == 0, done.stderr[-2000:]
@@ -145,21 +151,8 @@ def test_replay_from_s3_uses_the_credentials_it_is_given(
 
 
 def test_replay_from_a_folder_that_does_not_exist_is_refused(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "llmobs.cli",
-            "replay",
-            "--from-archive",
-            str(tmp_path / "no-such-archive"),
-            "--since",
-            "2h",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=Path(__file__).resolve().parents[3],
+    done = replay_cli(
+        ["--from-archive", str(tmp_path / "no-such-archive"), "--since", "2h"]
     )
 
     assert done.returncode == 2
