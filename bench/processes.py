@@ -59,6 +59,18 @@ class Pipeline:
         return f"bench-{self.run_id}-llm.alerts"
 
     @property
+    def topics(self) -> tuple[str, ...]:
+        """Every topic of this pipeline."""
+        return (
+            self.input_topic,
+            self.spans_topic,
+            self.dlq_topic,
+            self.sampled_topic,
+            self.metrics_topic,
+            self.alerts_topic,
+        )
+
+    @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 

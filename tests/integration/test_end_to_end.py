@@ -44,11 +44,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def pipeline(kafka_bootstrap: str) -> Iterator[Pipeline]:
     pipe = Pipeline()
-    ensure_topics(
-        kafka_bootstrap,
-        (pipe.input_topic, pipe.spans_topic, pipe.dlq_topic),
-        partitions=3,
-    )
+    ensure_topics(kafka_bootstrap, pipe.topics, partitions=3)
     with running(pipe, "gateway", "streams", "sink"):
         yield pipe
 
@@ -218,11 +214,7 @@ async def tee(pipeline_to_tempo: Pipeline) -> AsyncIterator[Tee]:
 def pipeline_to_tempo(kafka_bootstrap: str) -> Iterator[Pipeline]:
     """Gateway, streams worker (with the sampler) and the Tempo sink."""
     pipe = Pipeline(extra_env={"LLMOBS_OTLP_ENDPOINT": require_jaeger()})
-    ensure_topics(
-        kafka_bootstrap,
-        (pipe.input_topic, pipe.spans_topic, pipe.dlq_topic, pipe.sampled_topic),
-        partitions=3,
-    )
+    ensure_topics(kafka_bootstrap, pipe.topics, partitions=3)
     with running(pipe, "gateway", "streams", "sink-tempo"):
         yield pipe
 
@@ -461,18 +453,7 @@ async def test_minute_metrics_equal_a_recomputation_from_every_span(
     kafka_bootstrap: str, database_url: str
 ) -> None:
     pipe = Pipeline(extra_env={"LLMOBS_GRACE_S": "1", "LLMOBS_CLOSE_TICK_S": "0.5"})
-    ensure_topics(
-        kafka_bootstrap,
-        (
-            pipe.input_topic,
-            pipe.spans_topic,
-            pipe.dlq_topic,
-            pipe.sampled_topic,
-            pipe.metrics_topic,
-            pipe.alerts_topic,
-        ),
-        partitions=3,
-    )
+    ensure_topics(kafka_bootstrap, pipe.topics, partitions=3)
     tenant = f"e2e-{uuid.uuid4().hex[:8]}"
     with running(pipe, "gateway", "streams", "sink", "sink-metrics"):
         settings = WorkloadSettings(otlp_endpoint=pipe.endpoint, tenant=tenant)

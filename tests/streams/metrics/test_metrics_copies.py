@@ -120,17 +120,7 @@ async def test_copies_in_llm_spans_count_once_across_a_kill(
             "LLMOBS_CLOSE_TICK_S": "0.5",
         }
     )
-    ensure_topics(
-        kafka_bootstrap,
-        (
-            pipe.input_topic,
-            pipe.spans_topic,
-            pipe.dlq_topic,
-            pipe.sampled_topic,
-            pipe.metrics_topic,
-        ),
-        partitions=3,
-    )
+    ensure_topics(kafka_bootstrap, pipe.topics, partitions=3)
     tenant = f"copies-{uuid.uuid4().hex[:8]}"
     # Spans of closed windows (late from the start), and of open ones.
     past_ns = time.time_ns() - 120 * 10**9
