@@ -88,10 +88,8 @@ class GaplessConsumer(aiokafka.Consumer):
             self._expected[tp] = offset
 
     def _check(self, tp: TP, message: Message) -> int | None:
-        if not self.app.topics.acks_enabled_for(message.topic):
-            return None
         back_to = rewind_to(self._expected.get(tp), message.offset)
-        if back_to is None:
+        if back_to is None or not self.app.topics.acks_enabled_for(message.topic):
             return None
         if self._rewound_to.get(tp) == back_to:
             log.warning(
