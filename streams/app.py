@@ -237,7 +237,7 @@ def create_app(
         producer_max_request_size=16 * 1024 * 1024,
         web_enabled=settings.web_enabled,
         web_port=settings.web_port,
-        web_bind="127.0.0.1",
+        web_bind=settings.web_host,
         broker_commit_every=1000,
         broker_commit_interval=1.0,
     )

@@ -26,6 +26,9 @@ class StreamSettings:
     )
     batch_messages: int = setting(500, "input messages decoded per batch")
     batch_wait_s: float = setting(0.05, "longest wait to fill a batch")
+    web_host: str = setting(
+        "127.0.0.1", "address of the web and metrics endpoint (0.0.0.0 for all)"
+    )
     web_port: int = setting(6066, "port of the worker's web and metrics endpoint")
     web_enabled: bool = setting(True, "serve /metrics and Faust's web views")
     data_dir: str = setting(".local/streams", "local state directory")

@@ -223,6 +223,14 @@ def test_the_sampler_dead_letters_to_the_configured_topic(
     assert seen == [("llm.spans", "team-dlq")]
 
 
+def test_the_web_endpoint_listens_where_configured(tmp_path: object) -> None:
+    settings = StreamSettings(web_host="0.0.0.0", web_port=7077, data_dir=str(tmp_path))
+
+    app = create_app(settings, SamplingSettings(), None)
+
+    assert (app.conf.web_bind, app.conf.web_port) == ("0.0.0.0", 7077)
+
+
 @pytest.mark.parametrize("port", [0, 99_999])
 def test_a_web_port_out_of_range_is_a_config_error(port: int) -> None:
     with pytest.raises(ConfigError, match=f"web_port: {port} is no port"):
