@@ -210,7 +210,7 @@ def test_compose_references_resolve() -> None:
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]
             if source.startswith("."):
-                assert (DEPLOY / source).is_file(), f"{name}: {source} is missing"
+                assert (DEPLOY / source).exists(), f"{name}: {source} is missing"
             else:
                 assert source in data["volumes"], f"{name}: volume {source} undeclared"
 
