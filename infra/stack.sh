@@ -36,11 +36,13 @@ up() {
   services
   start_process gateway
   start_process streams --data-dir "$LOCAL_DIR/streams"
-  start_process sink
+  start_process sink --metrics-address 127.0.0.1:6067
   # Kept traces go to Jaeger locally; to Tempo's distributor in production.
-  start_process sink-tempo --otlp-endpoint http://127.0.0.1:24318
-  start_process sink-archive --archive-url "$LOCAL_DIR/archive"
-  start_process sink-metrics
+  start_process sink-tempo --otlp-endpoint http://127.0.0.1:24318 \
+    --metrics-address 127.0.0.1:6068
+  start_process sink-archive --archive-url "$LOCAL_DIR/archive" \
+    --metrics-address 127.0.0.1:6069
+  start_process sink-metrics --metrics-address 127.0.0.1:6070
   wait_for "gateway" 60 port_open 4318
   wait_for "streams worker" 90 port_open 6066
   for name in "${PROCESSES[@]}"; do

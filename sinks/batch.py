@@ -101,6 +101,14 @@ class ReportsProgress(Protocol):
         """E.g. ``"120 spans written, 3 duplicates"``; never record contents."""
 
 
+@runtime_checkable
+class ReportsCounters(Protocol):
+    """Optional for a handler: counters for the sink's /metrics endpoint."""
+
+    def counters(self) -> list[tuple[str, str, float]]:
+        """(name, help, value) of each counter, e.g. ``spans_written``."""
+
+
 def next_offsets(items: Sequence[Item]) -> list[TopicPartition]:
     """The offset after the last record of each partition among ``items``."""
     ends: dict[Position, int] = {}

@@ -10,7 +10,8 @@ A handler whose backend stays away past its own retry deadline raises
 ``BackendUnavailable``: the loop then holds the batch, uncommitted, with its
 partitions paused but its group membership kept, and hands the same batch to
 the handler again after a back-off, until it is written or shutdown comes.
-Every ``PROGRESS_EVERY_S`` the loop logs its counters, when they changed.
+Every ``PROGRESS_EVERY_S`` the loop logs its counters, when they changed;
+with a ``metrics_address`` it also serves them (``sinks.status``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from llmobs.errors import StageError
 from llmobs.kafka import consumer_config
 from llmobs.retry import Backoff, ShutdownRequested, retry_async
+from sinks import status
 from sinks.batch import (
     BackendUnavailable,
     BatchHandler,
@@ -85,6 +87,8 @@ class LoopSettings:
     bounded_polls: bool = False
     # The group evicts a member that does not poll for this long.
     max_poll_interval_s: float = DEFAULT_MAX_POLL_INTERVAL_S
+    # host:port of the loop's /metrics and /healthz (None: not served).
+    metrics_address: str | None = None
 
 
 class BatchConsumer:
@@ -107,6 +111,18 @@ class BatchConsumer:
         self._assigned = False
         self._assignment: set[Position] = set()
         self._polled_s = 0.0
+        # Read by the /metrics endpoint.
+        self.holding = False
+        self.last_batch_unix_s = 0.0
+        self.lag: int | None = None
+
+    @property
+    def assignment(self) -> frozenset[Position]:
+        return frozenset(self._assignment)
+
+    def since_poll_s(self) -> float:
+        """Seconds since the last poll began; zero before the first."""
+        return time.monotonic() - self._polled_s if self._polled_s else 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set (or ``max_idle_s`` passes), then close."""
@@ -121,7 +137,10 @@ class BatchConsumer:
         self._consumer.subscribe(
             [s.topic], on_assign=self._on_assign, on_revoke=self._on_revoke
         )
+        endpoint = None
         try:
+            if s.metrics_address:
+                endpoint = await status.start(s.metrics_address, self)
             await self._loop(stop)
 
             # Finish what is in hand: write, confirm, commit, then close.
@@ -134,6 +153,8 @@ class BatchConsumer:
                 len(self._items),
             )
         finally:
+            if endpoint is not None:
+                await endpoint.cleanup()
             await asyncio.to_thread(self._consumer.close)
             await self._dlq.close()
 
@@ -204,11 +225,12 @@ class BatchConsumer:
     def _progress(self) -> Progress:
         handler = self.handler
         extra = handler.progress() if isinstance(handler, ReportsProgress) else ""
+        self.lag = self._lag()
         return (
             self.consumed_records,
             self.batches,
             self.dead_lettered,
-            self._lag(),
+            self.lag,
             f", {extra}" if extra else "",
         )
 
@@ -283,6 +305,7 @@ class BatchConsumer:
         # Step 3: only now may the group move past these records.
         await self._commit(next_offsets(items) if offsets is None else offsets)
         self.batches += 1
+        self.last_batch_unix_s = time.time()
         self._items = []
         self._size = 0
 
@@ -299,7 +322,7 @@ class BatchConsumer:
                 return await self.handler.write(self._items, stop)
             except BackendUnavailable as exc:
                 if not held:
-                    held = True
+                    held = self.holding = True
                     log.warning(
                         "%s: holding %d records until the backend is back: %s",
                         self.name,
@@ -318,6 +341,7 @@ class BatchConsumer:
                 shutdown=stop,
             )
         finally:
+            self.holding = False
             self._resume(paused)
 
     async def _poll_paused(self, paused: set[Position]) -> None:

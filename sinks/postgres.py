@@ -43,6 +43,16 @@ class PostgresHandler(WriteThrough):
         self._codec = schemas.codec(schemas.SPAN_BATCH)
         self._backoff = Backoff(deadline_s=settings.db_retry_deadline_s)
 
+    def counters(self) -> list[tuple[str, str, float]]:
+        return [
+            ("spans_written", "Spans inserted into llm_spans.", self.written_spans),
+            (
+                "duplicate_spans",
+                "Spans skipped because llm_spans already held them.",
+                self.duplicate_spans,
+            ),
+        ]
+
     def decode(self, message: Message) -> Item:
         item = Item(message)
         try:
@@ -164,6 +174,7 @@ class PostgresSpanSink:
                 flush_interval_s=settings.flush_interval_s,
                 max_idle_s=settings.max_idle_s,
                 bounded_polls=True,
+                metrics_address=settings.metrics_address,
             ),
             self.handler,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from urllib.parse import urlsplit, urlunsplit
 
 from llmobs import topics
@@ -12,8 +13,31 @@ from llmobs.settings import setting, settings_class
 DEFAULT_DATABASE_URL = "postgresql://llmobs:llmobs@127.0.0.1:5432/llmobs"
 
 
+@dataclasses.dataclass(frozen=True)
+class SinkEndpoint:
+    """The /metrics and /healthz endpoint of every sink worker."""
+
+    metrics_address: str | None = setting(
+        None,
+        "host:port of the worker's /metrics and /healthz, e.g. 0.0.0.0:6067 "
+        "(unset: not served)",
+    )
+
+    def __post_init__(self) -> None:
+        if self.metrics_address is not None:
+            parse_address("metrics_address", self.metrics_address)
+
+
+def parse_address(name: str, value: str) -> tuple[str, int]:
+    """``host:port`` as a pair; ConfigError naming the setting otherwise."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ConfigError(f"setting {name}: expected host:port, got {value!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
 @settings_class
-class SinkSettings:
+class SinkSettings(SinkEndpoint):
     """The sink worker: llm.spans into PostgreSQL llm_spans."""
 
     config_section = "sink"

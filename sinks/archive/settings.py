@@ -6,12 +6,13 @@ from llmobs import topics
 from llmobs.errors import ConfigError
 from llmobs.kafka import DEFAULT_BOOTSTRAP
 from llmobs.settings import setting, settings_class
+from sinks.settings import SinkEndpoint
 
 MIB = 1024 * 1024
 
 
 @settings_class
-class ArchiveSettings:
+class ArchiveSettings(SinkEndpoint):
     """The archive sink: llm.spans into Parquet files, local or on S3."""
 
     config_section = "archive"

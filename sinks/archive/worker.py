@@ -106,6 +106,17 @@ class ArchiveHandler:
         self._read_next: dict[Position, int] = {}
         self._budget = self._new_budget()
 
+    def counters(self) -> list[tuple[str, str, float]]:
+        return [
+            (
+                "spans_archived",
+                "Spans written to uploaded Parquet files.",
+                self.archived_spans,
+            ),
+            ("files_uploaded", "Parquet files uploaded.", self.files),
+            ("bytes_uploaded", "Bytes of Parquet files uploaded.", self.bytes_written),
+        ]
+
     def decode(self, message: Message) -> Item:
         headers = message.headers() or []
         if any(header[0] == HEADER_REPLAYED for header in headers):
@@ -346,6 +357,7 @@ class ArchiveSink:
                 flush_interval_s=settings.flush_interval_s,
                 max_idle_s=settings.max_idle_s,
                 max_poll_interval_s=settings.max_poll_interval_s,
+                metrics_address=settings.metrics_address,
             ),
             self.handler,
         )

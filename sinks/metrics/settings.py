@@ -6,11 +6,11 @@ from llmobs import topics
 from llmobs.errors import ConfigError
 from llmobs.kafka import DEFAULT_BOOTSTRAP
 from llmobs.settings import setting, settings_class
-from sinks.settings import DEFAULT_DATABASE_URL, check_database_url
+from sinks.settings import DEFAULT_DATABASE_URL, SinkEndpoint, check_database_url
 
 
 @settings_class
-class MetricsSinkSettings:
+class MetricsSinkSettings(SinkEndpoint):
     """llm.metrics.1m into PostgreSQL llm_metrics_1m, Redis counters, alerts."""
 
     config_section = "sink_metrics"

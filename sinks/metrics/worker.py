@@ -70,6 +70,21 @@ class MetricsHandler(WriteThrough):
         self._retention = dt.timedelta(days=retention_days)
         self._maintained_s = time.monotonic()
 
+    def counters(self) -> list[tuple[str, str, float]]:
+        return [
+            (
+                "windows_added",
+                "Window records added to llm_metrics_1m.",
+                self.records_added,
+            ),
+            (
+                "windows_replayed",
+                "Window records found already added, and skipped.",
+                self.records_replayed,
+            ),
+            ("alerts_sent", "Budget alerts published.", self.alerts_sent),
+        ]
+
     def decode(self, message: Message) -> Item:
         try:
             record = self._codec.decode(message.value() or b"")
@@ -255,6 +270,7 @@ class MetricsSink:
                     max_batch_size=s.max_batch_records,
                     flush_interval_s=s.flush_interval_s,
                     max_idle_s=s.max_idle_s,
+                    metrics_address=s.metrics_address,
                 ),
                 self.handler,
             )

@@ -8,10 +8,11 @@ from llmobs import topics
 from llmobs.errors import ConfigError
 from llmobs.kafka import DEFAULT_BOOTSTRAP
 from llmobs.settings import setting, settings_class
+from sinks.settings import SinkEndpoint
 
 
 @settings_class
-class TempoSettings:
+class TempoSettings(SinkEndpoint):
     """The Tempo sink: llm.spans.sampled as OTLP/HTTP to Tempo's distributor."""
 
     config_section = "tempo"

@@ -84,6 +84,25 @@ class TempoHandler(WriteThrough):
         # Spans the backend accepted, per record of a batch being held.
         self._accepted: dict[RecordKey, set[int]] = {}
 
+    def counters(self) -> list[tuple[str, str, float]]:
+        return [
+            (
+                "spans_exported",
+                "Spans the trace backend accepted.",
+                self.exported_spans,
+            ),
+            (
+                "spans_rejected",
+                "Spans the trace backend rejected in a partial success.",
+                self.rejected_spans,
+            ),
+            (
+                "export_requests",
+                "OTLP export requests the backend accepted.",
+                self.requests,
+            ),
+        ]
+
     def decode(self, message: Message) -> Item:
         try:
             record = self._codec.decode(message.value() or b"")
@@ -247,6 +266,7 @@ class TempoSink:
                 flush_interval_s=settings.flush_interval_s,
                 max_idle_s=settings.max_idle_s,
                 max_poll_interval_s=max_poll_interval_s(settings),
+                metrics_address=settings.metrics_address,
             ),
             self.handler,
         )

@@ -6,7 +6,7 @@ import asyncio
 import json
 import secrets
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -19,21 +19,12 @@ from spanbatches import BASE_NS, encode, genai, new_trace_id, run_sink, span, sp
 from llmobs import topics
 from llmobs.errors import StageError
 from llmobs.kafka import consumer_config
-from sinks import schema
 from sinks.postgres import PostgresSpanSink
 from sinks.writer import partition_name
 
 pytestmark = pytest.mark.integration
 
 DAY_NS = 86_400 * 10**9
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(database_url)
-    await schema.migrate(conn)
-    yield conn
-    await conn.close()
 
 
 async def spans_of(db: asyncpg.Connection, *trace_ids: str) -> list[asyncpg.Record]:
