@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 
+from llmobs.prometheus import Exposition
+
 
 class GatewayMetrics:
     """Process-wide counters; updated only from the event loop thread."""
@@ -24,69 +26,56 @@ class GatewayMetrics:
 
     def render(self, inflight_bytes: Callable[[], int]) -> str:
         """Every counter as Prometheus text exposition format 0.0.4."""
-        lines: list[str] = []
-
-        def family(name: str, kind: str, help_text: str) -> None:
-            lines.append(f"# HELP {name} {help_text}")
-            lines.append(f"# TYPE {name} {kind}")
-
-        family(
+        out = Exposition()
+        out.family(
             "llmobs_gateway_requests_total",
             "counter",
             "Export requests by transport and status (HTTP status or gRPC code).",
+            [
+                ({"transport": transport, "status": str(status)}, count)
+                for (transport, status), count in sorted(self.requests.items())
+            ],
         )
-        for (transport, status), count in sorted(self.requests.items()):
-            lines.append(
-                f'llmobs_gateway_requests_total{{transport="{transport}",'
-                f'status="{status}"}} {count}'
-            )
-
-        family(
+        out.family(
             "llmobs_gateway_received_bytes_total",
             "counter",
             "Request body bytes as received, before decompression.",
+            [({"transport": t}, n) for t, n in sorted(self.received_bytes.items())],
         )
-        for transport, count in sorted(self.received_bytes.items()):
-            label = f'transport="{transport}"'
-            lines.append(f"llmobs_gateway_received_bytes_total{{{label}}} {count}")
-
-        family("llmobs_gateway_spans_accepted_total", "counter", "Spans sent to Kafka.")
-        lines.append(f"llmobs_gateway_spans_accepted_total {self.spans_accepted}")
-
-        family(
+        out.single(
+            "llmobs_gateway_spans_accepted_total",
+            "counter",
+            "Spans sent to Kafka.",
+            self.spans_accepted,
+        )
+        out.family(
             "llmobs_gateway_spans_rejected_total",
             "counter",
             "Spans rejected by reason.",
+            [({"reason": r}, n) for r, n in sorted(self.spans_rejected.items())],
         )
-        for reason, count in sorted(self.spans_rejected.items()):
-            lines.append(
-                f'llmobs_gateway_spans_rejected_total{{reason="{reason}"}} {count}'
-            )
-
-        for name, value, help_text in (
-            (
-                "llmobs_gateway_messages_produced_total",
-                self.messages_produced,
-                "Per-trace messages confirmed by Kafka.",
-            ),
-            (
-                "llmobs_gateway_dlq_messages_total",
-                self.dlq_messages,
-                "Dead letters confirmed by Kafka.",
-            ),
-            (
-                "llmobs_gateway_dlq_failed_total",
-                self.dlq_failed,
-                "Dead letters that could not be produced.",
-            ),
-        ):
-            family(name, "counter", help_text)
-            lines.append(f"{name} {value}")
-
-        family(
+        out.single(
+            "llmobs_gateway_messages_produced_total",
+            "counter",
+            "Per-trace messages confirmed by Kafka.",
+            self.messages_produced,
+        )
+        out.single(
+            "llmobs_gateway_dlq_messages_total",
+            "counter",
+            "Dead letters confirmed by Kafka.",
+            self.dlq_messages,
+        )
+        out.single(
+            "llmobs_gateway_dlq_failed_total",
+            "counter",
+            "Dead letters that could not be produced.",
+            self.dlq_failed,
+        )
+        out.single(
             "llmobs_gateway_inflight_bytes",
             "gauge",
             "Bytes produced and awaiting Kafka confirmation.",
+            inflight_bytes(),
         )
-        lines.append(f"llmobs_gateway_inflight_bytes {inflight_bytes()}")
-        return "\n".join(lines) + "\n"
+        return out.text()

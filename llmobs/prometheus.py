@@ -37,6 +37,23 @@ class Exposition:
         """A family of one unlabelled sample."""
         self.family(name, kind, help_text, [({}, value)])
 
+    def histogram(
+        self,
+        name: str,
+        help_text: str,
+        buckets: Iterable[tuple[float, int]],
+        total: float,
+        count: int,
+    ) -> None:
+        """A histogram: cumulative (upper bound, count) buckets, sum, count."""
+        self._lines.append(f"# HELP {name} {help_text}")
+        self._lines.append(f"# TYPE {name} histogram")
+        for bound, in_bucket in buckets:
+            self._lines.append(f'{name}_bucket{{le="{float(bound)}"}} {in_bucket}')
+        self._lines.append(f'{name}_bucket{{le="+Inf"}} {count}')
+        self._lines.append(f"{name}_sum {_number(total)}")
+        self._lines.append(f"{name}_count {count}")
+
     def text(self) -> str:
         return "\n".join(self._lines) + "\n"
 

@@ -24,6 +24,7 @@ from faust.types import StreamT
 
 from llmobs.errors import RetriableStageError
 from llmobs.logs import throttle_repeats
+from llmobs.prometheus import Exposition
 from llmobs.retry import Backoff, retry_async
 from llmobs.settings import describe
 from streams.acks import withhold_acks
@@ -73,36 +74,36 @@ class StageCounters:
             self.unknown_models[key] += count
 
     def prometheus(self) -> str:
-        lines = [
-            "# TYPE llmobs_decode_messages_total counter",
-            f"llmobs_decode_messages_total {self.messages}",
-            "# TYPE llmobs_decode_spans_total counter",
-            f"llmobs_decode_spans_total {self.spans}",
-            "# TYPE llmobs_decode_genai_spans_total counter",
-            f"llmobs_decode_genai_spans_total {self.genai_spans}",
-            "# TYPE llmobs_decode_batches_out_total counter",
-            f"llmobs_decode_batches_out_total {self.batches_out}",
-            "# TYPE llmobs_decode_dead_letters_total counter",
-        ]
-        for reason, count in sorted(self.dead_letters.items()):
-            lines.append(
-                f'llmobs_decode_dead_letters_total{{reason="{reason}"}} {count}'
-            )
-        lines.append("# TYPE llmobs_cost_status_total counter")
-        for status, count in sorted(self.cost_statuses.items()):
-            lines.append(f'llmobs_cost_status_total{{status="{status}"}} {count}')
-        lines.append("# TYPE llmobs_cost_unknown_model_spans_total counter")
-        for (provider, model), count in sorted(self.unknown_models.items()):
-            lines.append(
-                "llmobs_cost_unknown_model_spans_total"
-                f'{{provider="{_label(provider)}",model="{_label(model)}"}} {count}'
-            )
-        return "\n".join(lines) + "\n"
-
-
-def _label(value: str) -> str:
-    """A Prometheus label value: backslash, quote and newline escaped."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        out = Exposition()
+        for name, help_text, value in (
+            ("messages", "Input messages decoded.", self.messages),
+            ("spans", "Spans decoded.", self.spans),
+            ("genai_spans", "Spans with GenAI fields.", self.genai_spans),
+            ("batches_out", "Span batch records produced.", self.batches_out),
+        ):
+            out.single(f"llmobs_decode_{name}_total", "counter", help_text, value)
+        out.family(
+            "llmobs_decode_dead_letters_total",
+            "counter",
+            "Input set aside to the dead-letter topic, by reason.",
+            [({"reason": r}, n) for r, n in sorted(self.dead_letters.items())],
+        )
+        out.family(
+            "llmobs_cost_status_total",
+            "counter",
+            "Spans by cost status.",
+            [({"status": s}, n) for s, n in sorted(self.cost_statuses.items())],
+        )
+        out.family(
+            "llmobs_cost_unknown_model_spans_total",
+            "counter",
+            "Model calls without a price, by provider and model.",
+            [
+                ({"provider": provider, "model": model}, count)
+                for (provider, model), count in sorted(self.unknown_models.items())
+            ],
+        )
+        return out.text()
 
 
 def decode_safely(
@@ -310,11 +311,14 @@ def create_app(
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
         text = counters.prometheus()
-        rewinds = getattr(app.consumer, "rewinds", 0)
-        text += (
-            "# TYPE llmobs_consumer_rewinds_total counter\n"
-            f"llmobs_consumer_rewinds_total {rewinds}\n"
+        consumer = Exposition()
+        consumer.single(
+            "llmobs_consumer_rewinds_total",
+            "counter",
+            "Seeks back to records the consumer skipped around a rebalance.",
+            getattr(app.consumer, "rewinds", 0),
         )
+        text += consumer.text()
         if sampler is not None:
             text += sampler.metrics.prometheus()
         if aggregator is not None:

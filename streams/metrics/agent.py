@@ -26,6 +26,7 @@ import faust
 import schemas
 from llmobs import topics
 from llmobs.errors import SchemaError
+from llmobs.prometheus import Exposition
 from llmobs.retry import Backoff, ShutdownRequested, retry_async
 from streams.acks import withhold_acks
 from streams.metrics.settings import MetricsSettings
@@ -246,26 +247,46 @@ class Aggregator:
         )
 
     def prometheus(self) -> str:
-        return (
-            "# TYPE llmobs_metrics_spans_counted_total counter\n"
-            f"llmobs_metrics_spans_counted_total {self.spans_counted}\n"
-            "# TYPE llmobs_metrics_windows_emitted_total counter\n"
-            f"llmobs_metrics_windows_emitted_total {self.records_emitted}\n"
-            "# TYPE llmobs_metrics_corrections_emitted_total counter\n"
-            f"llmobs_metrics_corrections_emitted_total {self.corrections_emitted}\n"
-            "# TYPE llmobs_metrics_archive_replays_skipped_total counter\n"
-            f"llmobs_metrics_archive_replays_skipped_total {self.replays_skipped}\n"
-            "# TYPE llmobs_metrics_duplicate_spans_total counter\n"
-            f"llmobs_metrics_duplicate_spans_total {self.duplicate_spans}\n"
-            "# TYPE llmobs_metrics_batches_abandoned_total counter\n"
-            f"llmobs_metrics_batches_abandoned_total {self.batches_abandoned}\n"
-            "# TYPE llmobs_metrics_open_windows gauge\n"
-            "llmobs_metrics_open_windows "
-            f"{sum(len(s.windows.open) for s in self.partitions.values())}\n"
-            "# TYPE llmobs_metrics_span_identities gauge\n"
-            "llmobs_metrics_span_identities "
-            f"{sum(len(s.windows.seen) for s in self.partitions.values())}\n"
+        out = Exposition()
+        for name, help_text, value in (
+            ("spans_counted", "Spans counted into windows.", self.spans_counted),
+            ("windows_emitted", "Window records emitted.", self.records_emitted),
+            (
+                "corrections_emitted",
+                "Correction records, for spans later than their window's grace.",
+                self.corrections_emitted,
+            ),
+            (
+                "archive_replays_skipped",
+                "Spans replayed from the archive, not counted again.",
+                self.replays_skipped,
+            ),
+            (
+                "duplicate_spans",
+                "Copies of spans already counted, skipped.",
+                self.duplicate_spans,
+            ),
+            (
+                "batches_abandoned",
+                "Input batches left to the next owner: revoked before saved.",
+                self.batches_abandoned,
+            ),
+        ):
+            out.single(f"llmobs_metrics_{name}_total", "counter", help_text, value)
+        states = self.partitions.values()
+        out.single(
+            "llmobs_metrics_open_windows",
+            "gauge",
+            "Windows still open.",
+            sum(len(state.windows.open) for state in states),
         )
+        out.single(
+            "llmobs_metrics_span_identities",
+            "gauge",
+            "Span identities held to recognise copies.",
+            sum(len(state.windows.seen) for state in states),
+        )
+        return out.text()
 
 
 async def process(aggregator: Aggregator, events: Sequence[Any]) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+from llmobs.prometheus import Exposition
+
 LATENCY_BUCKETS_S = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 
@@ -50,143 +52,115 @@ class SamplerMetrics:
                 self._latency_buckets[index] += 1
 
     def prometheus(self) -> str:
-        out: list[str] = []
-        _counter(
-            out, "decisions", "traces decided", self.decisions, ("policy", "decision")
-        )
-        _counter(
-            out,
-            "decided_spans",
-            "spans of decided traces",
-            self.decided_spans,
-            ("decision",),
-        )
-        _counter(
-            out,
-            "decision_triggers",
-            "why traces were decided",
-            self.triggers,
-            ("trigger",),
-        )
-        _counter(
-            out,
-            "forced_decisions",
-            "early decisions forced by a cap",
-            self.forced,
-            ("cap",),
-        )
-        _counter(
-            out,
-            "late_spans",
-            "spans after their trace's decision",
-            self.late_spans,
-            ("decision",),
-        )
-        for name, value, doc in (
+        out = Exposition()
+        for name, help_text, values, labels in (
+            ("decisions", "traces decided", self.decisions, ("policy", "decision")),
             (
-                "undecodable_batches_total",
-                self.undecodable_batches,
-                "input records skipped",
+                "decided_spans",
+                "spans of decided traces",
+                self.decided_spans,
+                ("decision",),
             ),
             (
-                "duplicate_batches_total",
-                self.duplicate_batches,
-                "input records seen twice",
+                "decision_triggers",
+                "why traces were decided",
+                self.triggers,
+                ("trigger",),
             ),
             (
-                "repeated_spans_total",
+                "forced_decisions",
+                "early decisions forced by a cap",
+                self.forced,
+                ("cap",),
+            ),
+            (
+                "late_spans",
+                "spans after their trace's decision",
+                self.late_spans,
+                ("decision",),
+            ),
+        ):
+            out.family(
+                f"llmobs_sampling_{name}_total",
+                "counter",
+                help_text,
+                [
+                    (dict(zip(labels, _parts(key), strict=True)), count)
+                    for key, count in sorted(values.items())
+                ],
+            )
+        for name, value, help_text in (
+            ("undecodable_batches", self.undecodable_batches, "input records skipped"),
+            ("duplicate_batches", self.duplicate_batches, "input records seen twice"),
+            (
+                "repeated_spans",
                 self.repeated_spans,
                 "spans a trace held twice (a re-sent export), kept once",
             ),
             (
-                "unowned_batches_total",
+                "unowned_batches",
                 self.unowned_batches,
                 "input records of partitions not owned, left unprocessed",
             ),
             (
-                "failed_decisions_total",
+                "failed_decisions",
                 self.failed_decisions,
                 "decisions that failed and wait for a later tick",
             ),
             (
-                "split_records_total",
+                "split_records",
                 self.split_records,
                 "kept records split because Kafka would not take them whole",
             ),
             (
-                "dead_lettered_records_total",
+                "dead_lettered_records",
                 self.dead_lettered_records,
                 "kept single-span records too large for Kafka, sent to the DLQ",
             ),
             (
-                "undeliverable_records_total",
+                "undeliverable_records",
                 self.undeliverable_records,
                 "kept records no topic would take, dropped",
             ),
             (
-                "missing_batches_total",
+                "missing_batches",
                 self.missing_batches,
                 "buffered batches not found in the local store at decision",
             ),
             (
-                "decision_cache_evictions_total",
+                "decision_cache_evictions",
                 self.decision_cache_evictions,
                 "decisions evicted from memory (with rocksdb, still on disk)",
             ),
             (
-                "decisions_expired_total",
+                "decisions_expired",
                 self.decisions_expired,
                 "decisions forgotten after decision_ttl_s",
             ),
             (
-                "restored_traces_total",
+                "restored_traces",
                 self.restored_traces,
                 "traces recovered from the changelog",
             ),
         ):
-            out += [
-                f"# HELP llmobs_sampling_{name} {doc}",
-                f"# TYPE llmobs_sampling_{name} counter",
-                f"llmobs_sampling_{name} {value}",
-            ]
-        for name, value, doc in (
+            out.single(f"llmobs_sampling_{name}_total", "counter", help_text, value)
+        for name, value, help_text in (
             ("traces_held", self.traces_held, "traces waiting for a decision"),
             ("spans_held", self.spans_held, "spans waiting for a decision"),
             ("bytes_held", self.bytes_held, "bytes of spans waiting for a decision"),
             ("decisions_cached", self.decisions_cached, "decisions remembered"),
         ):
-            out += [
-                f"# HELP llmobs_sampling_{name} {doc}",
-                f"# TYPE llmobs_sampling_{name} gauge",
-                f"llmobs_sampling_{name} {value}",
-            ]
-        name = "llmobs_sampling_decision_latency_seconds"
-        out += [f"# HELP {name} first span to decision", f"# TYPE {name} histogram"]
-        for bound, count in zip(LATENCY_BUCKETS_S, self._latency_buckets, strict=True):
-            out.append(f'{name}_bucket{{le="{bound}"}} {count}')
-        out.append(f'{name}_bucket{{le="+Inf"}} {self._latency_count}')
-        out.append(f"{name}_sum {self._latency_sum_s:.6f}")
-        out.append(f"{name}_count {self._latency_count}")
-        return "\n".join(out) + "\n"
-
-
-def _counter(
-    out: list[str],
-    name: str,
-    doc: str,
-    values: Counter[tuple[str, str]] | Counter[str],
-    labels: tuple[str, ...],
-) -> None:
-    full = f"llmobs_sampling_{name}_total"
-    out += [f"# HELP {full} {doc}", f"# TYPE {full} counter"]
-    for key, count in sorted(values.items()):
-        parts = key if isinstance(key, tuple) else (key,)
-        rendered = ",".join(
-            f'{label}="{_escape(part)}"'
-            for label, part in zip(labels, parts, strict=True)
+            out.single(f"llmobs_sampling_{name}", "gauge", help_text, value)
+        out.histogram(
+            "llmobs_sampling_decision_latency_seconds",
+            "first span to decision",
+            zip(LATENCY_BUCKETS_S, self._latency_buckets, strict=True),
+            self._latency_sum_s,
+            self._latency_count,
         )
-        out.append(f"{full}{{{rendered}}} {count}")
+        return out.text()
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+def _parts(key: object) -> tuple[str, ...]:
+    """A counter's key as label values: a tuple of them, or just one."""
+    return tuple(key) if isinstance(key, tuple) else (str(key),)
