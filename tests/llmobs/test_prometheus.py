@@ -41,3 +41,16 @@ def test_special_values_use_the_formats_spelling() -> None:
 
     assert 'm{v="1"} +Inf' in out.text()
     assert 'm{v="2"} NaN' in out.text()
+
+
+def test_a_histogram_ends_with_inf_sum_and_count() -> None:
+    out = Exposition()
+    out.histogram("h_seconds", "latency", [(0.5, 1), (2, 3)], total=4.25, count=5)
+
+    assert out.text().splitlines()[2:] == [
+        'h_seconds_bucket{le="0.5"} 1',
+        'h_seconds_bucket{le="2.0"} 3',
+        'h_seconds_bucket{le="+Inf"} 5',
+        "h_seconds_sum 4.25",
+        "h_seconds_count 5",
+    ]
