@@ -115,6 +115,7 @@ class BatchConsumer:
         self.holding = False
         self.last_batch_unix_s = 0.0
         self.lag: int | None = None
+        self.writing_since_s: float | None = None
 
     @property
     def assignment(self) -> frozenset[Position]:
@@ -123,6 +124,36 @@ class BatchConsumer:
     def since_poll_s(self) -> float:
         """Seconds since the last poll began; zero before the first."""
         return time.monotonic() - self._polled_s if self._polled_s else 0.0
+
+    def write_s(self) -> float:
+        """How long the batch in the handler's hands has taken; zero if none."""
+        since = self.writing_since_s
+        return time.monotonic() - since if since is not None else 0.0
+
+    def uncommitted_lag(self, timeout_s: float = 2.0) -> int | None:
+        """Records of the assigned partitions beyond the committed offsets,
+        from the broker: what a restart would read again or for the first
+        time. Blocking; None when the broker does not answer in time."""
+        if self._consumer is None:
+            return None
+        try:
+            # The set changes under rebalances, inside consume's thread.
+            positions = sorted(self._assignment)
+        except RuntimeError:
+            return None
+        wanted = [TopicPartition(t, p) for t, p in positions]
+        try:
+            committed = self._consumer.committed(wanted, timeout=timeout_s)
+            lag = 0
+            for tp in committed:
+                low, high = self._consumer.get_watermark_offsets(
+                    tp, timeout=timeout_s, cached=False
+                )
+                start = tp.offset if tp.offset >= 0 else low
+                lag += max(0, high - start)
+        except KafkaException:
+            return None
+        return lag
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set (or ``max_idle_s`` passes), then close."""
@@ -332,6 +363,7 @@ class BatchConsumer:
                     self._pause(paused)
                 raise
 
+        self.writing_since_s = time.monotonic()
         try:
             return await retry_async(
                 f"{self.name}: writing a held batch",
@@ -342,6 +374,7 @@ class BatchConsumer:
             )
         finally:
             self.holding = False
+            self.writing_since_s = None
             self._resume(paused)
 
     async def _poll_paused(self, paused: set[Position]) -> None:

@@ -20,7 +20,7 @@ import schemas
 from llmobs.errors import SchemaError, StageError
 from llmobs.retry import Backoff, ShutdownRequested, retry_async
 from llmobs.settings import describe
-from sinks.consumer import BatchConsumer, Item, LoopSettings
+from sinks.consumer import BackendUnavailable, BatchConsumer, Item, LoopSettings
 from sinks.handlers import WriteThrough
 from sinks.rows import Row, batch_rows, without_nul
 from sinks.settings import SinkSettings
@@ -143,7 +143,9 @@ class PostgresHandler(WriteThrough):
         except ShutdownRequested:
             raise
         except TRANSIENT_ERRORS as exc:
-            raise StageError(
+            # The loop holds the batch and hands it back; the insert is
+            # idempotent, so rows already written are skipped then.
+            raise BackendUnavailable(
                 f"PostgreSQL unavailable for {self._backoff.deadline_s:.0f}s: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc

@@ -9,6 +9,7 @@ and only a restart brings the sink back.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING
 
@@ -25,8 +26,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def render(loop: BatchConsumer) -> str:
-    """The loop's and its handler's counters in the Prometheus text format."""
+def render(loop: BatchConsumer, lag: int | None = None) -> str:
+    """The loop's and its handler's counters in the Prometheus text format;
+    ``lag`` as read from the broker, else the loop's last reading."""
     sink = {"sink": loop.name.removesuffix(" sink")}
     out = Exposition()
     for name, kind, help_text, value in (
@@ -61,6 +63,12 @@ def render(loop: BatchConsumer) -> str:
             len(loop.assignment),
         ),
         (
+            "llmobs_sink_write_seconds",
+            "gauge",
+            "How long the batch being written has taken so far (0: none).",
+            round(loop.write_s(), 3),
+        ),
+        (
             "llmobs_sink_last_batch_timestamp_seconds",
             "gauge",
             "Unix time the last batch was committed (0: none yet).",
@@ -68,12 +76,13 @@ def render(loop: BatchConsumer) -> str:
         ),
     ):
         out.family(name, kind, help_text, [(sink, value)])
-    if loop.lag is not None:
+    lag = loop.lag if lag is None else lag
+    if lag is not None:
         out.family(
             "llmobs_sink_lag_records",
             "gauge",
-            "Records behind the end of the assigned partitions.",
-            [(sink, loop.lag)],
+            "Records of the assigned partitions not yet committed.",
+            [(sink, lag)],
         )
     handler = loop.handler
     if isinstance(handler, ReportsCounters):
@@ -99,8 +108,9 @@ async def start(address: str, loop: BatchConsumer) -> web.AppRunner:
     host, port = parse_address("metrics_address", address)
 
     async def metrics(_request: web.Request) -> web.Response:
+        lag = await asyncio.to_thread(loop.uncommitted_lag)
         return web.Response(
-            body=render(loop).encode(), headers={"Content-Type": CONTENT_TYPE}
+            body=render(loop, lag).encode(), headers={"Content-Type": CONTENT_TYPE}
         )
 
     async def healthz(_request: web.Request) -> web.Response:

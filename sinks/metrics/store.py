@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from decimal import Decimal
 from typing import Any
 
 import asyncpg
 import orjson
 
+from llmobs.errors import StageError
+from sinks.writer import ConnectionLost
 from streams.metrics.sketch import Sketch
 from streams.metrics.window import identity
 
@@ -112,8 +114,13 @@ def _args(row: Row) -> tuple[Any, ...]:
 class MetricsStore:
     """Writes batches of records into one database."""
 
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(
+        self,
+        conn: asyncpg.Connection,
+        connect: Callable[[], Awaitable[asyncpg.Connection]] | None = None,
+    ) -> None:
         self.conn = conn
+        self._connect = connect
         self.rollup_tables: list[str] = []
         self._partitions: set[str] = set()
         self._partitioned = False
@@ -132,6 +139,25 @@ class MetricsStore:
         self.rollup_tables = [t for t in ROLLUPS if kinds.get(t) == "r"]
         await self.maintain(None)
 
+    async def reopen(self) -> None:
+        """Replace a lost connection with a new one, prepared again."""
+        if self._connect is None:
+            raise StageError("the metrics store lost its database connection")
+        conn = await self._connect()
+        self.conn, old = conn, self.conn
+        old.terminate()
+        self._partitions.clear()
+        await self.prepare()
+
+    async def close(self) -> None:
+        """Close the connection; terminate it when it does not close cleanly."""
+        if self.conn.is_closed():
+            return
+        try:
+            await self.conn.close(timeout=5)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            self.conn.terminate()
+
     async def maintain(self, retention: dt.timedelta | None) -> int:
         """Create this and next month's partitions; prune identities older
         than ``retention``. Returns the identities deleted."""
@@ -146,9 +172,23 @@ class MetricsStore:
         return await self._prune(dt.datetime.now(dt.UTC) - retention)
 
     async def add(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Add the records not added before; returns those newly added."""
+        """Add the records not added before; returns those newly added.
+
+        A connection found closed is reopened first; one that closes during
+        the call raises ConnectionLost, for the caller to try again.
+        """
         if not records:
             return []
+        if self.conn.is_closed():
+            await self.reopen()
+        try:
+            return await self._add(records)
+        except asyncpg.InterfaceError as exc:
+            if not self.conn.is_closed():
+                raise
+            raise ConnectionLost(f"connection closed: {exc}") from exc
+
+    async def _add(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         by_id = {identity(r): r for r in records}
 
         # Step 1: partitions committed on their own, never inside the batch.

@@ -25,14 +25,14 @@ from llmobs.kafka import producer_config
 from llmobs.retry import Backoff, retry_async
 from llmobs.settings import describe
 from sinks import schema
-from sinks.consumer import BatchConsumer, Item, LoopSettings
+from sinks.consumer import BackendUnavailable, BatchConsumer, Item, LoopSettings
 from sinks.handlers import WriteThrough
 from sinks.metrics.budgets import load_budgets
 from sinks.metrics.live import LiveCounters
 from sinks.metrics.settings import MetricsSinkSettings
 from sinks.metrics.store import MetricsStore
 from sinks.settings import masked_url
-from sinks.writer import REJECTED_DATA
+from sinks.writer import REJECTED_DATA, TRANSIENT_ERRORS
 from streams.metrics.agent import METRIC_WINDOW
 from streams.metrics.sketch import Sketch
 from streams.metrics.window import identity
@@ -123,13 +123,16 @@ class MetricsHandler(WriteThrough):
 
         # Step 2: live counters; every record, as Redis may have missed some.
         ids = [identity(r) for r in records]
-        await retry_async(
-            "counting in Redis",
-            lambda: self.live.count(records, ids),
-            (redis.ConnectionError, redis.TimeoutError),
-            WRITE_BACKOFF,
-            stop,
-        )
+        try:
+            await retry_async(
+                "counting in Redis",
+                lambda: self.live.count(records, ids),
+                (redis.ConnectionError, redis.TimeoutError),
+                WRITE_BACKOFF,
+                stop,
+            )
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise BackendUnavailable(f"Redis unavailable: {exc}") from exc
 
         # Step 3: alerts confirmed by Kafka before the offsets move on.
         await self._alert(await self.live.crossings(records))
@@ -142,7 +145,7 @@ class MetricsHandler(WriteThrough):
         self._maintained_s = time.monotonic()
         try:
             self.contributions_pruned += await self.store.maintain(self._retention)
-        except (OSError, asyncpg.PostgresError) as exc:
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             # Nothing waits on it: the next round tries again.
             log.warning("metrics table maintenance failed: %s", exc)
         return None
@@ -160,13 +163,17 @@ class MetricsHandler(WriteThrough):
     async def _add_retrying(
         self, records: list[dict[str, Any]], stop: asyncio.Event
     ) -> list[dict[str, Any]]:
-        return await retry_async(
-            "adding metric windows",
-            lambda: self._add(records),
-            (RetriableStageError,),
-            WRITE_BACKOFF,
-            stop,
-        )
+        try:
+            return await retry_async(
+                "adding metric windows",
+                lambda: self._add(records),
+                (RetriableStageError,),
+                WRITE_BACKOFF,
+                stop,
+            )
+        except RetriableStageError as exc:
+            # Held by the loop and handed back: every step is idempotent.
+            raise BackendUnavailable(str(exc)) from exc
 
     async def _add_each(
         self, items: list[Item], stop: asyncio.Event
@@ -187,8 +194,10 @@ class MetricsHandler(WriteThrough):
     async def _add(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         try:
             return await self.store.add(records)
-        except (OSError, asyncpg.PostgresConnectionError) as exc:
-            raise RetriableStageError(f"database unavailable: {exc}") from exc
+        except TRANSIENT_ERRORS as exc:
+            raise RetriableStageError(
+                f"database unavailable: {type(exc).__name__}: {exc}"
+            ) from exc
 
     async def _alert(self, alerts: list[dict[str, Any]]) -> None:
         due = [a for a in alerts if await self.live.due(a)]
@@ -243,17 +252,21 @@ class MetricsSink:
 
         s = self.settings
         log.info("metrics sink starting: %s", describe(s))
+
+        async def connect() -> asyncpg.Connection:
+            return await asyncpg.connect(s.database_url, timeout=10)
+
         try:
-            conn = await asyncpg.connect(s.database_url, timeout=10)
+            conn = await connect()
         except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
             raise StageError(
                 f"cannot connect to {masked_url(s.database_url)}: {exc}"
             ) from exc
         client = aioredis.Redis.from_url(s.redis_url)
+        store = MetricsStore(conn, connect)
         try:
             if s.migrate_on_start:
                 await schema.migrate(conn)
-            store = MetricsStore(conn)
             await store.prepare()
             live = LiveCounters(client, s.redis_prefix, s.live_ttl_s, self.budgets)
             producer = Producer(producer_config(s.kafka_bootstrap))
@@ -276,7 +289,7 @@ class MetricsSink:
             )
             await self.loop.run(stop)
         finally:
-            await conn.close()
+            await store.close()
             await client.aclose()
         log.info(
             "metrics sink stopped: %d records added, %d replays absorbed, "

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -17,9 +18,9 @@ from confluent_kafka import Consumer, TopicPartition
 from spanbatches import BASE_NS, encode, genai, new_trace_id, run_sink, span, span_batch
 
 from llmobs import topics
-from llmobs.errors import StageError
 from llmobs.kafka import consumer_config
 from sinks.postgres import PostgresSpanSink
+from sinks.status import render
 from sinks.writer import partition_name
 
 pytestmark = pytest.mark.integration
@@ -324,16 +325,39 @@ async def test_offsets_are_committed_to_the_end_after_the_write(
     assert len(await spans_of(db, *trace_ids)) == 30
 
 
-async def test_offsets_stay_uncommitted_when_the_database_is_unreachable(
+async def forwarder(port: int, target: str) -> asyncio.Server:
+    """A TCP relay on ``port`` to the database of URL ``target``."""
+    url = urlsplit(target)
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(url.hostname, url.port)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            finally:
+                dst.close()
+
+        await asyncio.gather(
+            pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True
+        )
+
+    return await asyncio.start_server(relay, "127.0.0.1", port)
+
+
+async def test_a_sink_holds_its_batch_while_the_database_is_away_then_writes_it(
     new_topic: Callable[..., str],
     produce: Any,
     sink_settings: Any,
     kafka_bootstrap: str,
+    database_url: str,
+    db: asyncpg.Connection,
 ) -> None:
     topic = new_topic("sink-nodb", 2)
-    produce(
-        topic, [encode(span_batch(new_trace_id(), [span("a" * 16)])) for _ in range(4)]
-    )
+    trace_ids = [new_trace_id() for _ in range(4)]
+    produce(topic, [encode(span_batch(t, [span("a" * 16)])) for t in trace_ids])
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
@@ -341,19 +365,46 @@ async def test_offsets_stay_uncommitted_when_the_database_is_unreachable(
         topic,
         database_url=f"postgresql://llmobs:llmobs@127.0.0.1:{closed_port}/llmobs",
         db_retry_deadline_s=1.0,
+        max_idle_s=None,
     )
-
     sink = PostgresSpanSink(settings)
+    stop = asyncio.Event()
+    running = asyncio.create_task(sink.run(stop))
+    relay = None
+    try:
 
-    with pytest.raises(StageError, match="unavailable"):
-        await asyncio.wait_for(sink.run(asyncio.Event()), 60)
+        async def until(condition: Callable[[], Any]) -> None:
+            while not await condition():
+                assert not running.done(), running
+                await asyncio.sleep(0.2)
 
-    assert sink.consumed_records == 4
+        async def holding() -> bool:
+            return sink.loop.holding
 
-    assert committed_offsets(kafka_bootstrap, settings.group_id, topic, 2) == [
-        -1001,
-        -1001,
-    ]
+        await asyncio.wait_for(until(holding), 30)
+        assert sink.consumed_records == 4
+        page = render(sink.loop)
+        assert 'llmobs_sink_backend_unavailable{sink="postgres"} 1' in page
+        assert sink.loop.write_s() > 0
+        assert committed_offsets(kafka_bootstrap, settings.group_id, topic, 2) == [
+            -1001,
+            -1001,
+        ]
+
+        relay = await forwarder(closed_port, database_url)
+
+        async def written() -> bool:
+            return len(await spans_of(db, *trace_ids)) == 4
+
+        await asyncio.wait_for(until(written), 60)
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 60)
+        if relay is not None:
+            relay.close()
+    ends = end_offsets(kafka_bootstrap, topic, 2)
+    committed = committed_offsets(kafka_bootstrap, settings.group_id, topic, 2)
+    assert [c if e else 0 for c, e in zip(committed, ends, strict=True)] == ends
 
 
 async def test_partitions_of_two_days_are_created_on_demand(

@@ -177,6 +177,45 @@ async def test_windows_add_up_once_across_partitions_corrections_and_replays(
         await client.aclose()
 
 
+async def test_a_lost_database_connection_is_reopened_not_fatal(
+    kafka_bootstrap: str, database_url: str, sink_settings: Callable[..., Any]
+) -> None:
+    tenant = f"t-{uuid.uuid4().hex[:10]}"
+    records, batches = windows_of(tenant, random.Random(21))
+    half = len(records) // 2
+    settings = sink_settings(max_idle_s=None)
+    produce(kafka_bootstrap, settings.metrics_topic, records[:half])
+    sink = MetricsSink(settings)
+    stop = asyncio.Event()
+    running = asyncio.create_task(sink.run(stop))
+
+    async def added(count: int) -> None:
+        while sink.handler is None or sink.handler.records_added < count:
+            assert not running.done(), running
+            await asyncio.sleep(0.1)
+
+    try:
+        await asyncio.wait_for(added(half), 60)
+        assert sink.handler is not None
+        lost = sink.handler.store.conn
+        admin = await asyncpg.connect(database_url)
+        try:
+            await admin.execute(
+                "SELECT pg_terminate_backend($1)", lost.get_server_pid()
+            )
+        finally:
+            await admin.close()
+        produce(kafka_bootstrap, settings.metrics_topic, records[half:])
+
+        await asyncio.wait_for(added(len(records)), 60)
+
+        assert sink.handler.store.conn is not lost
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 60)
+    check(await stored(database_url, tenant), batches)
+
+
 async def test_budget_crossing_alerts_once_per_threshold(
     kafka_bootstrap: str, sink_settings: Callable[..., Any], tmp_path: Path
 ) -> None:
