@@ -324,6 +324,10 @@ class ArchiveHandler:
                 backoff=dataclasses.replace(self._backoff, deadline_s=deadline_s),
             )
         except RetriableStageError as exc:
+            # TODO(#6): hold the batch (BackendUnavailable) as the other sinks
+            # do; a round cut short here leaves announced, unsettled files
+            # whose second announcement the manifest book is not built for,
+            # so the sink exits and its restart reads from the commit.
             raise StageError(
                 f"archive storage unavailable for {deadline_s:.0f}s: {exc}"
             ) from exc
