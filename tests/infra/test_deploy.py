@@ -306,6 +306,40 @@ def test_k8s_processes_load_their_settings(
             assert container[probe]["httpGet"]["port"] in names, process.where
 
 
+# The fields of a container and of a probe these manifests may use; a key
+# indented one level off lands in the wrong one and is dropped or refused.
+CONTAINER_FIELDS = {
+    "name",
+    "image",
+    "args",
+    "env",
+    "ports",
+    "startupProbe",
+    "readinessProbe",
+    "livenessProbe",
+    "resources",
+    "securityContext",
+    "volumeMounts",
+}
+PROBE_FIELDS = {
+    "httpGet",
+    "periodSeconds",
+    "failureThreshold",
+    "initialDelaySeconds",
+    "timeoutSeconds",
+}
+
+
+def test_k8s_containers_hold_only_container_fields() -> None:
+    for process, container in k8s_processes():
+        assert set(container) <= CONTAINER_FIELDS, process.where
+        assert "resources" in container, f"{process.where}: no requests or limits"
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert set(container.get(probe, {})) <= PROBE_FIELDS, (
+                f"{process.where}: {probe} has {sorted(container[probe])}"
+            )
+
+
 def test_k8s_scrape_annotations_name_a_served_port() -> None:
     for obj in k8s_objects():
         spec = pod_spec(obj)
