@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -106,7 +107,12 @@ def load(cls: type[T], args: argparse.Namespace | None = None) -> T:
         values[field.name] = _convert(field.name, hints[field.name], raw, secret)
     unknown = sorted(set(config) - known - _shared_keys() - _sections())
     if unknown:
-        raise ConfigError(f"unknown setting(s) in config file: {', '.join(unknown)}")
+        hint = ""
+        if any(isinstance(config[key], dict) for key in unknown):
+            hint = f" (the sections are: {', '.join(sorted(_sections()))})"
+        raise ConfigError(
+            f"unknown setting(s) in config file: {', '.join(unknown)}{hint}"
+        )
     try:
         obj = cls(**values)
     except (TypeError, ValueError) as exc:
@@ -231,7 +237,10 @@ def _to_int(raw: Any) -> int:
 def _to_float(raw: Any) -> float:
     if isinstance(raw, bool):
         raise ValueError(raw)
-    return float(_scalar(raw).strip())
+    value = float(_scalar(raw).strip())
+    if not math.isfinite(value):
+        raise ValueError(raw)
+    return value
 
 
 def _to_bool(raw: Any) -> bool:

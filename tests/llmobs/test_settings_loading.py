@@ -95,6 +95,23 @@ def test_unknown_keys_are_named(tmp_path: Path) -> None:
         config.load(DemoSettings, parse(["--config", section]))
 
 
+def test_a_misnamed_section_is_told_the_section_names(tmp_path: Path) -> None:
+    path = write(tmp_path, "sink-demo:\n  port: 1\n")
+
+    with pytest.raises(ConfigError, match=r"sink-demo \(the sections are: .*demo"):
+        config.load(DemoSettings, parse(["--config", path]))
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_a_number_that_is_not_finite_is_refused(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LLMOBS_RATIO_S", value)
+
+    with pytest.raises(ConfigError, match="LLMOBS_RATIO_S"):
+        config.load(DemoSettings, parse([]))
+
+
 def test_a_file_that_is_not_a_mapping_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="mapping"):
         config.load(DemoSettings, parse(["--config", write(tmp_path, "- 1\n- 2\n")]))
