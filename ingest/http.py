@@ -27,6 +27,7 @@ from ingest.producer import DeliveryFailed, ProducerBusy, SpanProducer
 from ingest.settings import GatewaySettings
 from llmobs.errors import DecodeError
 from llmobs.otlp import JSON, PROTOBUF
+from llmobs.prometheus import CONTENT_TYPE
 
 log = logging.getLogger(__name__)
 
@@ -213,4 +214,4 @@ async def _healthz(request: web.Request) -> web.Response:
 async def _metrics(request: web.Request) -> web.Response:
     producer = request.app[_PRODUCER]
     text = request.app[_METRICS].render(lambda: producer.inflight_bytes)
-    return web.Response(text=text, content_type="text/plain", charset="utf-8")
+    return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})

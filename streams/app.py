@@ -24,7 +24,7 @@ from faust.types import StreamT
 
 from llmobs.errors import RetriableStageError
 from llmobs.logs import throttle_repeats
-from llmobs.prometheus import Exposition
+from llmobs.prometheus import CONTENT_TYPE, Exposition
 from llmobs.retry import Backoff, retry_async
 from llmobs.settings import describe
 from streams.acks import withhold_acks
@@ -323,7 +323,7 @@ def create_app(
             text += sampler.metrics.prometheus()
         if aggregator is not None:
             text += aggregator.prometheus()
-        return web.text(text)
+        return web.text(text, headers={"Content-Type": CONTENT_TYPE})
 
     log.info(
         "streams app %s: %s -> %s (bad input to %s); %s",

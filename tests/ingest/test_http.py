@@ -418,8 +418,10 @@ async def test_healthz_and_metrics(
             health = response.status
         async with session.get(url(gateway, "/metrics")) as response:
             metrics = await response.text()
+            content_type = response.headers["Content-Type"]
 
     assert health == 200
+    assert content_type == "text/plain; version=0.0.4; charset=utf-8"
     assert 'llmobs_gateway_requests_total{transport="http",status="200"} 1' in metrics
     assert 'llmobs_gateway_requests_total{transport="http",status="415"} 1' in metrics
     assert "llmobs_gateway_spans_accepted_total 2" in metrics
