@@ -26,6 +26,7 @@ from llmobs.otlp.validate import (
     INVALID_PROTOBUF,
     INVALID_UTF8,
     JSON,
+    NESTED_TOO_DEEP,
     NOT_PROTOBUF,
     NOT_TRACES,
     PROTOBUF,
@@ -141,10 +142,9 @@ def _salvage_resource(
 
     try:
         shell = ResourceSpans.FromString(shell_bytes)
-    except ProtobufDecodeError:
+    except ProtobufDecodeError as exc:
         rejects.add(
-            INVALID_UTF8,
-            "the resource holds a string that is not valid UTF-8",
+            *_unreadable("the resource", exc),
             sum(_count_spans(scope) for scope in scopes),
             wire.encode_field(_REQUEST_RESOURCE_SPANS, piece),
         )
@@ -174,28 +174,34 @@ def _salvage_scope(
 
     try:
         shell = ScopeSpans.FromString(shell_bytes)
-    except ProtobufDecodeError:
-        detail = "the scope holds a string that is not valid UTF-8"
-        reject(INVALID_UTF8, detail, len(spans), piece)
+    except ProtobufDecodeError as exc:
+        reject(*_unreadable("the scope", exc), len(spans), piece)
         return
 
     scope = target.scope_spans.add()
     scope.CopyFrom(shell)
-    bad_utf8: list[bytes] = []
-    malformed: list[bytes] = []
+    bad: dict[tuple[str, str], list[bytes]] = {}
     for span_bytes in spans:
         try:
             scope.spans.append(Span.FromString(span_bytes))
-        except ProtobufDecodeError:
-            (bad_utf8 if _well_formed(span_bytes) else malformed).append(span_bytes)
+        except ProtobufDecodeError as exc:
+            if _well_formed(span_bytes):
+                why = _unreadable("a span", exc)
+            else:
+                why = (INVALID_PROTOBUF, "a span is not well-formed protobuf")
+            bad.setdefault(why, []).append(span_bytes)
 
-    for reason, detail, bad in (
-        (INVALID_UTF8, "a span string is not valid UTF-8", bad_utf8),
-        (INVALID_PROTOBUF, "a span is not well-formed protobuf", malformed),
-    ):
-        if bad:
-            encoded = b"".join(wire.encode_field(_SCOPE_SPANS_SPANS, s) for s in bad)
-            reject(reason, detail, len(bad), shell_bytes + encoded)
+    for (reason, detail), unread in bad.items():
+        encoded = b"".join(wire.encode_field(_SCOPE_SPANS_SPANS, s) for s in unread)
+        reject(reason, detail, len(unread), shell_bytes + encoded)
+
+
+def _unreadable(what: str, error: ProtobufDecodeError) -> tuple[str, str]:
+    """Why well-formed bytes of ``what`` did not parse: the decoder's depth
+    limit (upb names it), else, the one other thing it checks, UTF-8."""
+    if "MaxDepth" in str(error):
+        return NESTED_TOO_DEEP, f"{what} nests values deeper than protobuf allows"
+    return INVALID_UTF8, f"{what} holds a string that is not valid UTF-8"
 
 
 def _well_formed(span_bytes: bytes) -> bool:

@@ -30,6 +30,9 @@ MIN_TIME_UNIX_NANO = 946_684_800 * 10**9
 FUTURE_SLACK_NS = 86_400 * 10**9
 DUPLICATE_SPAN = "duplicate_span"
 INVALID_UTF8 = "invalid_utf8"
+# Attribute values nested past the protobuf decoder's depth limit (100
+# messages: about 32 levels of kvlist_value).
+NESTED_TOO_DEEP = "nested_too_deep"
 INVALID_PROTOBUF = "invalid_protobuf"
 NOT_PROTOBUF = "not_protobuf"
 INVALID_JSON = "invalid_json"

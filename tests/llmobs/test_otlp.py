@@ -32,6 +32,7 @@ from llmobs.otlp import (
     INVALID_TRACE_ID,
     INVALID_UTF8,
     JSON,
+    NESTED_TOO_DEEP,
     NOT_PROTOBUF,
     NOT_TRACES,
     any_value,
@@ -222,6 +223,38 @@ def test_invalid_utf8_in_resource_rejects_its_spans_only() -> None:
 
     assert sorted(s.name for s in all_spans(decoded.request)) == ["a", "c"]
     assert [(r.reason, r.spans) for r in decoded.rejected] == [(INVALID_UTF8, 1)]
+
+
+def nested(levels: int) -> AnyValue:
+    """A value ``levels`` kvlists deep."""
+    value = AnyValue(string_value="leaf")
+    for _ in range(levels):
+        outer = AnyValue()
+        outer.kvlist_value.values.add(key="k").value.CopyFrom(value)
+        value = outer
+    return value
+
+
+def test_values_nested_past_the_decoders_limit_reject_only_that_span() -> None:
+    request = make_request([{"name": "a"}, {"name": "deep"}, {"name": "c"}])
+    deep = next(s for s in all_spans(request) if s.name == "deep")
+    deep.attributes.add(key="deep").value.CopyFrom(nested(40))
+
+    decoded = decode_proto(request.SerializeToString())
+
+    assert sorted(s.name for s in all_spans(decoded.request)) == ["a", "c"]
+    assert [(r.reason, r.spans) for r in decoded.rejected] == [(NESTED_TOO_DEEP, 1)]
+
+
+def test_values_nested_within_the_limit_are_kept() -> None:
+    request = make_request([{"name": "nested"}])
+    span = all_spans(request)[0]
+    span.attributes.add(key="nested").value.CopyFrom(nested(20))
+
+    decoded = decode_proto(request.SerializeToString())
+
+    assert decoded.span_count == 1
+    assert decoded.rejected == []
 
 
 def test_invalid_utf8_and_invalid_ids_in_one_request() -> None:
