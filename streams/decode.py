@@ -291,7 +291,7 @@ def _encode_trace(
         else:
             detail = f"one span makes a {len(value)} byte record"
             out.dead_letters.append(
-                DeadLetter("span_too_large", detail, _span_request(part), 1)
+                DeadLetter(otlp.SPAN_TOO_LARGE, detail, _span_request(part), 1)
             )
 
 

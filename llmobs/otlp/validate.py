@@ -29,6 +29,11 @@ INVALID_TIMESTAMPS = "invalid_timestamps"
 MIN_TIME_UNIX_NANO = 946_684_800 * 10**9
 FUTURE_SLACK_NS = 86_400 * 10**9
 DUPLICATE_SPAN = "duplicate_span"
+# A span travels on as one record of at most 4 MiB holding its bytes and its
+# attributes again as JSON, so a bigger span could not be kept: it is refused
+# here, where the sender still hears why.
+SPAN_TOO_LARGE = "span_too_large"
+MAX_SPAN_BYTES = 1536 * 1024
 INVALID_UTF8 = "invalid_utf8"
 # Attribute values nested past the protobuf decoder's depth limit (100
 # messages: about 32 levels of kvlist_value).
@@ -173,6 +178,9 @@ def check_span(span: Span, now_ns: int | None = None) -> tuple[str, str] | None:
     latest_ns = (time.time_ns() if now_ns is None else now_ns) + FUTURE_SLACK_NS
     if span.end_time_unix_nano > latest_ns:
         return INVALID_TIMESTAMPS, "end time is more than a day ahead"
+    size = span.ByteSize()
+    if size > MAX_SPAN_BYTES:
+        return SPAN_TOO_LARGE, f"span is {size} bytes, over {MAX_SPAN_BYTES}"
     return None
 
 

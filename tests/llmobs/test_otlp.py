@@ -35,6 +35,7 @@ from llmobs.otlp import (
     NESTED_TOO_DEEP,
     NOT_PROTOBUF,
     NOT_TRACES,
+    SPAN_TOO_LARGE,
     any_value,
     attributes_dict,
     attributes_json,
@@ -45,7 +46,7 @@ from llmobs.otlp import (
     split_by_trace,
 )
 from llmobs.otlp.decode import other_signal
-from llmobs.otlp.validate import check_span
+from llmobs.otlp.validate import MAX_SPAN_BYTES, check_span
 
 TRACE_A = bytes.fromhex("0af7651916cd43dd8448eb211c80319c")
 TRACE_B = bytes.fromhex("4bf92f3577b34da6a3ce929d0e0e4736")
@@ -255,6 +256,18 @@ def test_values_nested_within_the_limit_are_kept() -> None:
 
     assert decoded.span_count == 1
     assert decoded.rejected == []
+
+
+def test_a_span_too_large_to_keep_is_refused_where_the_sender_hears_it() -> None:
+    request = make_request([{"name": "big"}, {"name": "fits"}])
+    big, fits = all_spans(request)
+    big.attributes.add(key="prompt").value.string_value = "x" * MAX_SPAN_BYTES
+    fits.attributes.add(key="prompt").value.string_value = "x" * (MAX_SPAN_BYTES // 2)
+
+    decoded = decode_proto(request.SerializeToString())
+
+    assert [s.name for s in all_spans(decoded.request)] == ["fits"]
+    assert [(r.reason, r.spans) for r in decoded.rejected] == [(SPAN_TOO_LARGE, 1)]
 
 
 def test_invalid_utf8_and_invalid_ids_in_one_request() -> None:
