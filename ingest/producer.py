@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 Headers = list[tuple[str, str | bytes | None]]
 
 _POLL_INTERVAL_S = 0.1
+# While every broker is down, one request per interval waits for Kafka to
+# take it (and so finds out when Kafka is back); the others are answered
+# at once.
+_PROBE_INTERVAL_S = 1.0
 _ERROR_LOG_INTERVAL_S = 30.0
 _DLQ_DETAIL_CHARS = 500
 
@@ -57,6 +61,9 @@ class SpanProducer:
         self._metrics = metrics
         self._inflight_bytes = 0
         self._last_error_log: dict[int, float] = {}
+        # Set from librdkafka's error callback, cleared by a delivery.
+        self._brokers_down = False
+        self._probed_s = 0.0
         # librdkafka gives up on a message when the request's caller would, so
         # a timed-out message stops taking buffer space.
         timeout_ms = max(1, int(settings.produce_timeout_s * 1000))
@@ -78,6 +85,11 @@ class SpanProducer:
     @property
     def inflight_bytes(self) -> int:
         return self._inflight_bytes
+
+    @property
+    def brokers_down(self) -> bool:
+        """Whether librdkafka reported every broker down since the last delivery."""
+        return self._brokers_down
 
     def start(self) -> None:
         """Start serving delivery reports; call from the event loop."""
@@ -103,6 +115,12 @@ class SpanProducer:
                 f"{self._inflight_bytes} bytes await confirmation, "
                 f"cap {self._max_inflight_bytes}"
             )
+
+        if self._brokers_down:
+            now_s = time.monotonic()
+            if now_s - self._probed_s < _PROBE_INTERVAL_S:
+                raise DeliveryFailed(f"every Kafka broker of {self._topic} is down")
+            self._probed_s = now_s
 
         futures: list[asyncio.Future[KafkaError | None]] = []
         for key, value in messages:
@@ -202,6 +220,8 @@ class SpanProducer:
         error: KafkaError | None,
     ) -> None:
         self._inflight_bytes -= size
+        if error is None:
+            self._brokers_down = False
         if not future.done():
             future.set_result(error)
 
@@ -215,12 +235,15 @@ class SpanProducer:
 
     def _count_dead_letter(self, error: KafkaError | None) -> None:
         if error is None:
+            self._brokers_down = False
             self._metrics.dlq_messages += 1
             return
         self._metrics.dlq_failed += 1
         log.warning("dead letter to %s failed: %s", self._dlq_topic, error.str())
 
     def _on_error(self, error: KafkaError) -> None:
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:
+            self._brokers_down = True
         # librdkafka repeats transport errors every few seconds while a broker
         # is away; one line per error code per interval is enough.
         now = time.monotonic()

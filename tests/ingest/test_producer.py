@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+from relay import relay
 
 from ingest.metrics import GatewayMetrics
 from ingest.producer import (
@@ -147,3 +148,31 @@ async def test_an_unreachable_broker_is_reported_once_not_flooded(
     assert from_librdkafka == []
     warnings = [r for r in caplog.records if r.name == "ingest.producer"]
     assert 1 <= len(warnings) <= 4
+
+
+async def test_while_every_broker_is_down_one_request_waits_the_rest_fail_at_once(
+    closed_port: int, kafka_bootstrap: str, make_producer: Callable[..., SpanProducer]
+) -> None:
+    producer = make_producer(
+        kafka_bootstrap=f"127.0.0.1:{closed_port}", produce_timeout_s=60.0
+    )
+    for _ in range(200):
+        if producer.brokers_down:
+            break
+        await asyncio.sleep(0.05)
+    assert producer.brokers_down
+
+    probe = asyncio.create_task(producer.send([(b"k", b"probe")], []))
+    await asyncio.sleep(0.1)
+    with pytest.raises(DeliveryFailed, match="is down"):
+        await producer.send([(b"k", b"refused")], [])
+    assert not probe.done()
+
+    host, port = kafka_bootstrap.rsplit(":", 1)
+    relayed = await relay(closed_port, host, int(port))
+    try:
+        await asyncio.wait_for(probe, 60)
+        assert not producer.brokers_down
+        await producer.send([(b"k", b"accepted")], [])
+    finally:
+        relayed.close()

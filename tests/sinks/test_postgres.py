@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 from confluent_kafka import Consumer, TopicPartition
+from relay import relay
 from spanbatches import BASE_NS, encode, genai, new_trace_id, run_sink, span, span_batch
 
 from llmobs import topics
@@ -325,28 +326,6 @@ async def test_offsets_are_committed_to_the_end_after_the_write(
     assert len(await spans_of(db, *trace_ids)) == 30
 
 
-async def forwarder(port: int, target: str) -> asyncio.Server:
-    """A TCP relay on ``port`` to the database of URL ``target``."""
-    url = urlsplit(target)
-
-    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(url.hostname, url.port)
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            finally:
-                dst.close()
-
-        await asyncio.gather(
-            pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True
-        )
-
-    return await asyncio.start_server(relay, "127.0.0.1", port)
-
-
 async def test_a_sink_holds_its_batch_while_the_database_is_away_then_writes_it(
     new_topic: Callable[..., str],
     produce: Any,
@@ -370,7 +349,7 @@ async def test_a_sink_holds_its_batch_while_the_database_is_away_then_writes_it(
     sink = PostgresSpanSink(settings)
     stop = asyncio.Event()
     running = asyncio.create_task(sink.run(stop))
-    relay = None
+    relayed = None
     try:
 
         async def until(condition: Callable[[], Any]) -> None:
@@ -391,7 +370,8 @@ async def test_a_sink_holds_its_batch_while_the_database_is_away_then_writes_it(
             -1001,
         ]
 
-        relay = await forwarder(closed_port, database_url)
+        url = urlsplit(database_url)
+        relayed = await relay(closed_port, url.hostname or "", url.port or 5432)
 
         async def written() -> bool:
             return len(await spans_of(db, *trace_ids)) == 4
@@ -400,8 +380,8 @@ async def test_a_sink_holds_its_batch_while_the_database_is_away_then_writes_it(
     finally:
         stop.set()
         await asyncio.wait_for(running, 60)
-        if relay is not None:
-            relay.close()
+        if relayed is not None:
+            relayed.close()
     ends = end_offsets(kafka_bootstrap, topic, 2)
     committed = committed_offsets(kafka_bootstrap, settings.group_id, topic, 2)
     assert [c if e else 0 for c, e in zip(committed, ends, strict=True)] == ends
