@@ -102,7 +102,7 @@ def _decode_traces(data: bytes) -> Decoded:
             # It parsed only because every field was unknown to the schema.
             raise DecodeError(NOT_PROTOBUF, "no resource spans in the message")
 
-    decoded = validate(request, rejects)
+    decoded = validate(request, rejects, len(data))
     if decoded.span_count == 0 and not decoded.rejected:
         raise DecodeError(EMPTY_REQUEST, "the request holds no spans")
     return decoded

@@ -178,17 +178,30 @@ def check_span(span: Span, now_ns: int | None = None) -> tuple[str, str] | None:
     latest_ns = (time.time_ns() if now_ns is None else now_ns) + FUTURE_SLACK_NS
     if span.end_time_unix_nano > latest_ns:
         return INVALID_TIMESTAMPS, "end time is more than a day ahead"
+    return None
+
+
+def _too_large(span: Span) -> tuple[str, str] | None:
     size = span.ByteSize()
     if size > MAX_SPAN_BYTES:
         return SPAN_TOO_LARGE, f"span is {size} bytes, over {MAX_SPAN_BYTES}"
     return None
 
 
-def validate(request: ExportTraceServiceRequest, rejects: Rejects) -> Decoded:
-    """Remove invalid and repeated spans from ``request`` in place."""
+def validate(
+    request: ExportTraceServiceRequest,
+    rejects: Rejects,
+    encoded_bytes: int | None = None,
+) -> Decoded:
+    """Remove invalid and repeated spans from ``request`` in place.
+
+    ``encoded_bytes``, the size of the protobuf ``request`` was read from,
+    spares measuring each span when the whole is small enough for any.
+    """
     seen: set[tuple[bytes, bytes]] = set()
     kept = 0
     now_ns = time.time_ns()
+    measure = encoded_bytes is None or encoded_bytes > MAX_SPAN_BYTES
     # Earlier rejections (by the salvage) may have left empty containers too.
     pruned = bool(rejects)
     for rs in request.resource_spans:
@@ -197,6 +210,8 @@ def validate(request: ExportTraceServiceRequest, rejects: Rejects) -> Decoded:
             bad_by_reason: dict[str, tuple[str, list[Span]]] = {}
             for index, span in enumerate(ss.spans):
                 problem = check_span(span, now_ns)
+                if problem is None and measure:
+                    problem = _too_large(span)
                 if problem is None:
                     key = (span.trace_id, span.span_id)
                     if key not in seen:
