@@ -109,17 +109,18 @@ class BatchConsumer:
         self._dlq: DeadLetters | None = None
         self._active_s = 0.0
         self._assigned = False
-        self._assignment: set[Position] = set()
+        # Replaced, never changed in place: the /metrics endpoint reads it
+        # while a rebalance runs inside consume's thread.
+        self._assignment: frozenset[Position] = frozenset()
         self._polled_s = 0.0
         # Read by the /metrics endpoint.
         self.holding = False
         self.last_batch_unix_s = 0.0
-        self.lag: int | None = None
         self.writing_since_s: float | None = None
 
     @property
     def assignment(self) -> frozenset[Position]:
-        return frozenset(self._assignment)
+        return self._assignment
 
     def since_poll_s(self) -> float:
         """Seconds since the last poll began; zero before the first."""
@@ -136,12 +137,7 @@ class BatchConsumer:
         time. Blocking; None when the broker does not answer in time."""
         if self._consumer is None:
             return None
-        try:
-            # The set changes under rebalances, inside consume's thread.
-            positions = sorted(self._assignment)
-        except RuntimeError:
-            return None
-        wanted = [TopicPartition(t, p) for t, p in positions]
+        wanted = [TopicPartition(t, p) for t, p in sorted(self._assignment)]
         try:
             committed = self._consumer.committed(wanted, timeout=timeout_s)
             lag = 0
@@ -256,12 +252,11 @@ class BatchConsumer:
     def _progress(self) -> Progress:
         handler = self.handler
         extra = handler.progress() if isinstance(handler, ReportsProgress) else ""
-        self.lag = self._lag()
         return (
             self.consumed_records,
             self.batches,
             self.dead_lettered,
-            self.lag,
+            self._lag(),
             f", {extra}" if extra else "",
         )
 
@@ -431,14 +426,16 @@ class BatchConsumer:
         # Idle time counts from the assignment: joining the group is not idling.
         self._active_s = time.monotonic()
         self._assigned = True
-        self._assignment |= {(tp.topic, tp.partition) for tp in partitions}
+        self._assignment = self._assignment | {
+            (tp.topic, tp.partition) for tp in partitions
+        }
         log.info("%s: partitions assigned: %s", self.name, _names(partitions))
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Runs inside consume(). Unwritten records of these partitions are
         # dropped; the next owner reads them again from the committed offset.
         revoked = {(tp.topic, tp.partition) for tp in partitions}
-        self._assignment -= revoked
+        self._assignment = self._assignment - revoked
         kept = [item for item in self._items if item.position not in revoked]
         dropped = len(self._items) - len(kept)
         self._items = kept

@@ -26,9 +26,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def render(loop: BatchConsumer, lag: int | None = None) -> str:
-    """The loop's and its handler's counters in the Prometheus text format;
-    ``lag`` as read from the broker, else the loop's last reading."""
+def render(loop: BatchConsumer, lag: int | None) -> str:
+    """The loop's and its handler's counters in the Prometheus text format,
+    with ``lag`` as read from the broker (None: the broker did not say)."""
     sink = {"sink": loop.name.removesuffix(" sink")}
     out = Exposition()
     for name, kind, help_text, value in (
@@ -76,7 +76,6 @@ def render(loop: BatchConsumer, lag: int | None = None) -> str:
         ),
     ):
         out.family(name, kind, help_text, [(sink, value)])
-    lag = loop.lag if lag is None else lag
     if lag is not None:
         out.family(
             "llmobs_sink_lag_records",

@@ -55,9 +55,8 @@ def test_the_text_holds_the_loop_and_handler_counters() -> None:
     )
     loop.consumed_records, loop.batches, loop.dead_lettered = 12, 3, 2
     loop.handler.written_spans = 40  # type: ignore[attr-defined]
-    loop.lag = 7
 
-    text = render(loop)
+    text = render(loop, lag=7)
 
     samples = dict(re.findall(r'^(\w+)\{sink="postgres"\} (\S+)$', text, re.M))
     assert samples["llmobs_sink_records_consumed_total"] == "12"
