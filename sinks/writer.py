@@ -95,12 +95,8 @@ class SpanWriter:
     async def close(self) -> None:
         """Close the connection if one is open."""
         conn, self._conn = self._conn, None
-        if conn is None or conn.is_closed():
-            return
-        try:
-            await conn.close(timeout=5)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            conn.terminate()
+        if conn is not None:
+            await close_quietly(conn)
 
     async def _connection(self) -> asyncpg.Connection:
         if self._conn is not None and not self._conn.is_closed():
@@ -165,6 +161,16 @@ class SpanWriter:
         if task is not None and task.cancelling():
             conn.terminate()
             self._conn = None
+
+
+async def close_quietly(conn: asyncpg.Connection) -> None:
+    """Close ``conn``; terminate it when it does not close cleanly."""
+    if conn.is_closed():
+        return
+    try:
+        await conn.close(timeout=5)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        conn.terminate()
 
 
 def partition_name(day: date) -> str:

@@ -149,15 +149,6 @@ class MetricsStore:
         self._partitions.clear()
         await self.prepare()
 
-    async def close(self) -> None:
-        """Close the connection; terminate it when it does not close cleanly."""
-        if self.conn.is_closed():
-            return
-        try:
-            await self.conn.close(timeout=5)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            self.conn.terminate()
-
     async def maintain(self, retention: dt.timedelta | None) -> int:
         """Create this and next month's partitions; prune identities older
         than ``retention``. Returns the identities deleted."""

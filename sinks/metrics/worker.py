@@ -20,7 +20,7 @@ import redis
 from confluent_kafka import KafkaError, Message, Producer, TopicPartition
 
 import schemas
-from llmobs.errors import RetriableStageError, SchemaError, StageError
+from llmobs.errors import SchemaError, StageError
 from llmobs.kafka import producer_config
 from llmobs.retry import Backoff, retry_async
 from llmobs.settings import describe
@@ -32,7 +32,7 @@ from sinks.metrics.live import LiveCounters
 from sinks.metrics.settings import MetricsSinkSettings
 from sinks.metrics.store import MetricsStore
 from sinks.settings import masked_url
-from sinks.writer import REJECTED_DATA, TRANSIENT_ERRORS
+from sinks.writer import REJECTED_DATA, TRANSIENT_ERRORS, close_quietly
 from streams.metrics.agent import METRIC_WINDOW
 from streams.metrics.sketch import Sketch
 from streams.metrics.window import identity
@@ -166,14 +166,16 @@ class MetricsHandler(WriteThrough):
         try:
             return await retry_async(
                 "adding metric windows",
-                lambda: self._add(records),
-                (RetriableStageError,),
+                lambda: self.store.add(records),
+                TRANSIENT_ERRORS,
                 WRITE_BACKOFF,
                 stop,
             )
-        except RetriableStageError as exc:
+        except TRANSIENT_ERRORS as exc:
             # Held by the loop and handed back: every step is idempotent.
-            raise BackendUnavailable(str(exc)) from exc
+            raise BackendUnavailable(
+                f"database unavailable: {type(exc).__name__}: {exc}"
+            ) from exc
 
     async def _add_each(
         self, items: list[Item], stop: asyncio.Event
@@ -190,14 +192,6 @@ class MetricsHandler(WriteThrough):
                     f"{exc.sqlstate} {type(exc).__name__}: {exc}",
                 )
         return new
-
-    async def _add(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        try:
-            return await self.store.add(records)
-        except TRANSIENT_ERRORS as exc:
-            raise RetriableStageError(
-                f"database unavailable: {type(exc).__name__}: {exc}"
-            ) from exc
 
     async def _alert(self, alerts: list[dict[str, Any]]) -> None:
         due = [a for a in alerts if await self.live.due(a)]
@@ -289,7 +283,7 @@ class MetricsSink:
             )
             await self.loop.run(stop)
         finally:
-            await store.close()
+            await close_quietly(store.conn)
             await client.aclose()
         log.info(
             "metrics sink stopped: %d records added, %d replays absorbed, "
