@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
+import asyncpg
 import pytest
 
 from llmobs.kafka import DEFAULT_BOOTSTRAP
 from llmobs.topics import ensure_topics
+from sinks import schema
 
 KAFKA_BOOTSTRAP = os.environ.get("LLMOBS_KAFKA_BOOTSTRAP", DEFAULT_BOOTSTRAP)
 DATABASE_URL = os.environ.get(
@@ -46,3 +48,12 @@ def new_topic(kafka_bootstrap: str) -> Iterator[Callable[..., str]]:
 @pytest.fixture
 def group_id() -> str:
     return unique("test-group")
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to the migrated database."""
+    conn = await asyncpg.connect(database_url)
+    await schema.migrate(conn)
+    yield conn
+    await conn.close()

@@ -14,7 +14,6 @@ import random
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,6 @@ import asyncpg
 import pytest
 import yaml
 
-from sinks import schema
 from sinks.metrics.store import MetricsStore
 from streams.metrics.window import PartitionWindows
 from tests.streams.metrics.spans import batch, span
@@ -77,19 +75,9 @@ def test_every_query_uses_the_provisioned_data_source() -> None:
     assert set(used) <= uids
 
 
-@pytest.fixture
-async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    connection = await asyncpg.connect(database_url)
-    await schema.migrate(connection)
-    try:
-        yield connection
-    finally:
-        await connection.close()
-
-
 @pytest.mark.integration
 async def test_every_panel_query_runs_and_shows_the_tenants_minutes(
-    conn: asyncpg.Connection,
+    db: asyncpg.Connection,
 ) -> None:
     tenant = f"grafana-{uuid.uuid4().hex[:8]}"
     rng = random.Random(7)
@@ -101,7 +89,7 @@ async def test_every_panel_query_runs_and_shows_the_tenants_minutes(
     windows = PartitionWindows("llm.spans[0]", 60, grace_s=0)
     windows.apply(0, batch(tenant, [span(rng, end_ns) for _ in range(20)]))
     windows.close(now_ms=end_ns // 10**6 + 10 * 60_000)
-    store = MetricsStore(conn)
+    store = MetricsStore(db)
     await store.prepare()
     assert await store.add(windows.outbox)
     now = dt.datetime.now(dt.UTC)
@@ -110,12 +98,12 @@ async def test_every_panel_query_runs_and_shows_the_tenants_minutes(
     until = now + dt.timedelta(hours=1)
 
     variable = dashboard()["templating"]["list"][0]["query"]
-    tenants = [row[0] for row in await conn.fetch(variable)]
+    tenants = [row[0] for row in await db.fetch(variable)]
     assert tenant in tenants
 
     for title, sql in panel_queries():
         query, args = expand(sql, since, until, [tenant])
-        rows = await conn.fetch(query, *args)
+        rows = await db.fetch(query, *args)
         if title in SPAN_ROW_PANELS:
             continue
         assert rows, f"panel {title!r} shows nothing"

@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-import asyncpg
 import pytest
 from confluent_kafka import Producer
 
 from llmobs.kafka import producer_config
-from sinks import schema
 from sinks.settings import SinkSettings
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    """A connection to the migrated database."""
-    conn = await asyncpg.connect(database_url)
-    await schema.migrate(conn)
-    yield conn
-    await conn.close()
 
 
 @pytest.fixture

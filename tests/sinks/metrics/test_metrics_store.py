@@ -6,30 +6,18 @@ import asyncio
 import datetime as dt
 import random
 import uuid
-from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
 import asyncpg
 import pytest
 
-from sinks import schema
 from sinks.metrics.store import MetricsStore
 from sinks.metrics.worker import MetricsHandler
 from streams.metrics.window import PartitionWindows
 from tests.streams.metrics.spans import batch, span
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    connection = await asyncpg.connect(database_url)
-    await schema.migrate(connection)
-    try:
-        yield connection
-    finally:
-        await connection.close()
 
 
 def records_in(month: dt.datetime, tenant: str) -> list[dict[str, Any]]:
@@ -41,7 +29,7 @@ def records_in(month: dt.datetime, tenant: str) -> list[dict[str, Any]]:
 
 
 async def test_a_partition_created_by_another_replica_meanwhile_is_no_error(
-    conn: asyncpg.Connection, database_url: str
+    db: asyncpg.Connection, database_url: str
 ) -> None:
     # The fault: two replicas creating the month's partition at once made
     # one fail with a duplicate in the catalog, inside its batch, and crash.
@@ -50,7 +38,7 @@ async def test_a_partition_created_by_another_replica_meanwhile_is_no_error(
     name = f"llm_metrics_1m_p{month:%Y%m}"
     upper = (month + dt.timedelta(days=32)).replace(day=1)
     other = await asyncpg.connect(database_url)
-    store = MetricsStore(conn)
+    store = MetricsStore(db)
     await store.prepare()
     tenant = f"t-{uuid.uuid4().hex[:8]}"
     try:
@@ -67,19 +55,19 @@ async def test_a_partition_created_by_another_replica_meanwhile_is_no_error(
         added = await asyncio.wait_for(adding, 30)
 
         assert len(added) == 1
-        rows = await conn.fetchval(
+        rows = await db.fetchval(
             "SELECT count(*) FROM llm_metrics_1m WHERE tenant = $1", tenant
         )
         assert rows == 1
     finally:
         await other.close()
-        await conn.execute(f"DROP TABLE IF EXISTS {name}")
+        await db.execute(f"DROP TABLE IF EXISTS {name}")
 
 
 async def test_this_and_next_month_have_partitions_before_any_record(
-    conn: asyncpg.Connection,
+    db: asyncpg.Connection,
 ) -> None:
-    store = MetricsStore(conn)
+    store = MetricsStore(db)
 
     await store.prepare()
 
@@ -87,33 +75,33 @@ async def test_this_and_next_month_have_partitions_before_any_record(
     next_month = (this_month + dt.timedelta(days=32)).replace(day=1)
     for month in (this_month, next_month):
         name = f"llm_metrics_1m_p{month:%Y%m}"
-        assert await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", name)
+        assert await db.fetchval("SELECT to_regclass($1) IS NOT NULL", name)
 
 
 async def test_identities_past_the_retention_are_pruned(
-    conn: asyncpg.Connection,
+    db: asyncpg.Connection,
 ) -> None:
     # The fault: llm_metrics_contributions grew forever.
     prefix = f"prune-{uuid.uuid4().hex[:8]}"
-    await conn.execute(
+    await db.execute(
         "INSERT INTO llm_metrics_contributions"
         " (contribution_id, bucket, kind, written_at)"
         " SELECT $1 || n, now(), 'window', now() - (n || ' days')::interval"
         " FROM generate_series(1, 30) AS n",
         prefix,
     )
-    store = MetricsStore(conn)
+    store = MetricsStore(db)
     await store.prepare()
 
     await store.maintain(dt.timedelta(days=14))
 
-    left = await conn.fetch(
+    left = await db.fetch(
         "SELECT contribution_id FROM llm_metrics_contributions"
         " WHERE contribution_id LIKE $1 || '%'",
         prefix,
     )
     assert sorted(int(r[0][len(prefix) :]) for r in left) == list(range(1, 14))
-    await conn.execute(
+    await db.execute(
         "DELETE FROM llm_metrics_contributions WHERE contribution_id LIKE $1 || '%'",
         prefix,
     )
